@@ -1,0 +1,117 @@
+"""Experiment configuration: load, fill defaults from the JSON schema, validate, check names.
+
+The schema (``gluerl/schemas/config.schema.yaml``) is the one description of every key; the
+Snakefile validates against the same file. Scripts take ``--config FILE`` and ``--config-json
+JSON`` (what Snakemake passes: exactly the sections a rule reads), merged in that order.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft7Validator, validators
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(str(resources.files("gluerl") / "schemas" / "config.schema.yaml"))
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _with_defaults(cls):
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(Draft7Validator)
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "models":
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def validate(cfg: dict, source: str = "config") -> dict:
+    """Fill defaults in place and validate; errors name the offending key path."""
+    errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+            lines.append(f"  {key}: {e.message}")
+        raise ConfigError(f"{source} is not valid:\n" + "\n".join(lines))
+    # a second pass fills defaults that appeared inside defaults (e.g. ppo.reward)
+    for e in _Validator(schema()).iter_errors(cfg):
+        raise ConfigError(f"{source}: {e.message}")
+    return cfg
+
+
+def check_names(cfg: dict, source: str = "config") -> None:
+    """Checks the schema cannot express: task names exist, model names are path-safe."""
+    from .models import check_source
+    from .tasks import registry
+
+    tasks = registry(cfg.get("task_files", []))
+    unknown = [t for t in cfg["tasks"] if t not in tasks]
+    if unknown:
+        raise ConfigError(f"{source}: tasks: unknown task(s) {unknown}; known: {', '.join(sorted(tasks))}")
+    for name, spec in cfg["models"].items():
+        if not NAME_RE.match(name):
+            raise ConfigError(f"{source}: models.{name}: use letters, digits, '.', '_' and '-' only")
+        check_source(name, spec)
+    if cfg["data"]["source"] == "local":
+        d = cfg["data"]["local_dir"]
+        if not d:
+            raise ConfigError(f"{source}: data.local_dir must be set when data.source is 'local'")
+        if not Path(d).is_dir():
+            raise ConfigError(f"{source}: data.local_dir: folder {d} does not exist")
+
+
+def load_config(path: str | Path | None = None, overrides: dict | str | None = None, check: bool = True) -> dict:
+    """Config from a YAML file and/or a JSON override, with defaults filled and names checked."""
+    cfg: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path}: not valid YAML: {e}") from e
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        source = str(path)
+    if overrides:
+        if isinstance(overrides, str):
+            try:
+                overrides = json.loads(overrides)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"--config-json is not valid JSON: {e}") from e
+        cfg = deep_merge(cfg, overrides)
+    validate(cfg, source)
+    if check:
+        check_names(cfg, source)
+    return cfg

