@@ -1,0 +1,77 @@
+"""Pieces every training method shares: the LoRA config, the training records, seeding.
+
+A training run reads one or more zero-shot prompt files (``data/prompts/0shot/{task}/train.jsonl``;
+several in multi-task mode), renders each prompt with the model's tokenizer, and yields records
+``{"task", "idx", "prompt", "answer", "label"}``: ``prompt`` ends with ``<Judgement>`` and
+``answer`` is the gold continuation ``word</Judgement>``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import ConfigError, DataError
+from .io import read_jsonl
+from .prompts import render_prompt
+from .tasks import get_task
+
+
+def lora_config(lora: dict[str, Any], task_type: str = "CAUSAL_LM"):
+    """A PEFT LoraConfig from the config's ``lora`` section (paper: r=16, alpha=32, 0.05, rsLoRA)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=int(lora.get("r", 16)),
+        lora_alpha=float(lora.get("alpha", 32)),
+        lora_dropout=float(lora.get("dropout", 0.05)),
+        use_rslora=bool(lora.get("use_rslora", True)),
+        target_modules=lora.get("target_modules", "all-linear"),
+        bias="none",
+        task_type=task_type,
+    )
+
+
+def parse_task_files(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """``["rte=data/prompts/0shot/rte/train.jsonl", ...]`` -> [(task, path)]."""
+    out = []
+    for s in specs:
+        if "=" not in s:
+            raise ConfigError(f"--prompts expects TASK=FILE, got {s!r}")
+        task, path = s.split("=", 1)
+        out.append((task, Path(path)))
+    return out
+
+
+def load_train_records(files: Iterable[tuple[str, str | Path]], tokenizer=None, chat_template: str = "auto",
+                       task_files: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Training records from prompt files, rendered for ``tokenizer``; unlabelled rows are refused."""
+    records = []
+    for task_name, path in files:
+        task = get_task(task_name, task_files)
+        if task.evaluation_only:
+            raise ConfigError(f"task {task_name!r} is evaluation-only: it has no train split to train on")
+        rows = read_jsonl(path)
+        if not rows:
+            raise DataError("no rows to train on", path)
+        for n, row in enumerate(rows, 1):
+            if row.get("answer") is None or row.get("label") is None:
+                raise DataError("training row has no gold label", path, n)
+            records.append({
+                "task": task_name,
+                "idx": row["idx"],
+                "prompt": render_prompt(row["messages"], tokenizer, chat_template),
+                "answer": row["answer"],
+                "label": row["label"],
+            })
+    return records
+
+
+def set_seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
