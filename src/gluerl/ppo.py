@@ -1,0 +1,687 @@
+"""PPO for rule rewards, written on Accelerate + PEFT (TRL no longer ships a PPO trainer).
+
+An episode is one training example: the prompt ends with ``<Judgement>``, the policy samples a
+completion (stopped at ``</Judgement>`` or EOS) and the rule in :mod:`gluerl.rewards` scores it
+(+1 right, -1 wrong, -3 unparseable; STS-B 2.5 - |pred - gold|). One PPO update (a *step*):
+
+1. **rollout** - every process takes its own ``batch_size`` prompts from a shuffled stream and
+   samples completions with ``generate`` (KV cache, left padding, ``max_new_tokens`` drawn per
+   batch from ``[min_new_tokens, max_new_tokens]``);
+2. **scoring** - the rule reward; one forward pass of the policy gives per-token log-probs and
+   values (a linear value head on the last hidden state), and the same model with the LoRA
+   adapter disabled gives the reference log-probs (no second copy of the weights);
+3. **rewards and advantages** - ``-kl_coef * (logp - ref_logp)`` per token plus the rule score on
+   the last response token (:func:`compute_rewards`), GAE (:func:`gae`), whitened advantages;
+4. **optimisation** - ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss plus
+   ``vf_coef`` times the clipped value loss, gradient accumulation, grad-norm clipping, AdamW.
+   Under ``accelerate launch`` / ``torchrun`` DDP averages the gradients, so every process holds
+   the same weights after every step;
+5. the KL coefficient is adapted (Ziegler et al. 2019) from the KL averaged over all processes;
+   metrics go to ``metrics.jsonl`` and to the ``on_step`` callbacks; a checkpoint is written
+   every ``save_every`` steps and a run resumes from the latest one.
+
+The reference model is the base model (adapter off), also when PPO starts from an SFT adapter.
+Response tensors are ``[batch, resp_len]`` with a float mask that is 1 on the response tokens
+(up to and including the token that completes ``</Judgement>``, or EOS) and 0 after them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, TrainingError
+from .io import write_json
+from .parsing import CLOSE_TAG, parse_answer
+from .rewards import RewardRule, score_prediction
+from .tasks import get_task
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# Pure functions: tensors [batch, resp_len] with a float mask
+# --------------------------------------------------------------------------------------------
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is 1 (0 when nothing is unmasked)."""
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1e-8)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1e-8)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of ``x`` over the unmasked positions (Bessel-corrected when ``unbiased``)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    n = mask.sum()
+    if unbiased and n > 1:
+        var = var * n / (n - 1)
+    return var
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """``(x - mean) / std`` over the unmasked positions; masked positions become 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def last_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last unmasked position of each row ([batch]; 0 for an all-zero row)."""
+    pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return (pos * (mask > 0)).argmax(dim=1)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation; returns ``(advantages, returns)``, 0 where masked.
+
+    ``delta_t = r_t + gamma * V_{t+1} - V_t`` and ``A_t = delta_t + gamma * lam * A_{t+1}``, where
+    ``V_{t+1}`` and ``A_{t+1}`` are 0 past the last unmasked token; ``returns = A + V``.
+    """
+    rewards, values = rewards * mask, values * mask
+    T = rewards.shape[1]
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(T)):
+        next_mask = mask[:, t + 1] if t + 1 < T else torch.zeros_like(running)
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value * next_mask - values[:, t]
+        running = delta + gamma * lam * running * next_mask
+        advantages[:, t] = running
+    advantages = advantages * mask
+    return advantages.detach(), (advantages + values).detach()
+
+
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                cliprange: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped PPO surrogate ``mean(max(-A r, -A clip(r, 1-c, 1+c)))`` with ``r = exp(logp - old)``.
+
+    Returns ``(loss, clipfrac, approx_kl)``: the fraction of tokens where the clipped term is the
+    larger one, and ``0.5 * mean((logp - old)^2)``.
+    """
+    log_ratio = (logprobs - old_logprobs) * mask
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
+    return loss, clipfrac.detach(), approx_kl.detach()
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               cliprange_value: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped value loss ``0.5 * mean(max((V - R)^2, (V_clip - R)^2))``; returns ``(loss, clipfrac)``.
+
+    ``V_clip = old_V + clip(V - old_V, -c, c)``.
+    """
+    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    sq, sq_clipped = (values - returns) ** 2, (clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(sq, sq_clipped), mask)
+    clipfrac = masked_mean((sq_clipped > sq).float(), mask)
+    return loss, clipfrac.detach()
+
+
+def compute_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                    kl_coef: float) -> torch.Tensor:
+    """Per-token rewards: ``-kl_coef * (logp - ref_logp)``, plus ``scores[b]`` on row b's last unmasked token."""
+    rewards = -kl_coef * (logprobs - ref_logprobs) * mask
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last_index(mask)] += scores.to(rewards.dtype)
+    return rewards
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Log-probability of ``tokens`` [B, T] under ``logits`` [B, T, V] (computed in fp32)."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution at every position ([B, T])."""
+    logits = logits.float()
+    return torch.logsumexp(logits, dim=-1) - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """``1 - Var(returns - values) / Var(returns)`` over the unmasked positions (NaN if Var(returns) = 0)."""
+    var_returns = masked_var(returns, mask)
+    if var_returns <= 0:
+        return float("nan")
+    return float(1.0 - masked_var(returns - values, mask) / var_returns)
+
+
+def response_mask(response_ids: torch.Tensor, tokenizer, stop: str = CLOSE_TAG,
+                  eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None) -> torch.Tensor:
+    """Float mask [B, T] of the response tokens that count.
+
+    A row ends at its first EOS token or at the first token whose decoded prefix contains ``stop``
+    (``</Judgement>`` is usually several tokens; those that complete it are kept); the end token is
+    kept, everything after it is masked. A row with neither ends at its last non-padding token.
+    """
+    if eos_token_id is None:
+        eos_token_id = tokenizer.eos_token_id
+    eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    pad = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
+    rows = response_ids.tolist()
+    mask = torch.zeros(response_ids.shape, dtype=torch.float32)
+
+    def decode(ids):
+        return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    for b, row in enumerate(rows):
+        end = next((i for i, t in enumerate(row) if t in eos), None)
+        head = row if end is None else row[: end + 1]
+        if stop and stop in decode(head):
+            end = next(i for i in range(len(head)) if stop in decode(head[: i + 1]))
+        if end is None:
+            n = len(row)
+            while n > 0 and row[n - 1] == pad:
+                n -= 1
+            end = n - 1
+        mask[b, : end + 1] = 1.0
+    return mask.to(response_ids.device)
+
+
+# --------------------------------------------------------------------------------------------
+# KL controllers
+# --------------------------------------------------------------------------------------------
+
+
+class AdaptiveKLController:
+    """Ziegler et al. (2019): ``coef *= 1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon``."""
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = float(init_kl_coef), float(target), int(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+    def state_dict(self) -> dict:
+        return {"type": "adaptive", "value": self.value, "target": self.target, "horizon": self.horizon}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = float(state["value"])
+
+
+class FixedKLController:
+    """A constant KL coefficient."""
+
+    def __init__(self, kl_coef: float):
+        self.value = float(kl_coef)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"type": "fixed", "value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = float(state["value"])
+
+
+def kl_controller(ppo: dict[str, Any]) -> AdaptiveKLController | FixedKLController:
+    if ppo["adaptive_kl"]:
+        return AdaptiveKLController(ppo["kl_coef"], ppo["target_kl"], ppo["kl_horizon"])
+    return FixedKLController(ppo["kl_coef"])
+
+
+# --------------------------------------------------------------------------------------------
+# The model: LoRA policy + value head, one backbone forward for both
+# --------------------------------------------------------------------------------------------
+
+
+class PolicyWithValueHead(nn.Module):
+    """A PEFT causal LM and a fp32 ``Linear(hidden, 1)`` value head on its last hidden state.
+
+    One module, so ``accelerator.prepare`` (DDP) syncs the adapter and the value head together.
+    """
+
+    def __init__(self, policy: nn.Module, hidden_size: int):
+        super().__init__()
+        self.policy = policy
+        self.value_head = nn.Linear(hidden_size, 1, dtype=torch.float32)
+        nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden_size + 1))
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int):
+        """Logits [B, R, V] and values [B, R] for the last ``n_response`` tokens of ``input_ids``.
+
+        Position ``t`` of the outputs is the prediction *for* response token ``t`` (made from the
+        state before it). Position ids follow the attention mask, as in ``generate`` (left padding).
+        """
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          output_hidden_states=True, use_cache=False, logits_to_keep=n_response + 1)
+        hidden = out.hidden_states[-1][:, -(n_response + 1):-1]
+        values = self.value_head(hidden.float()).squeeze(-1)
+        return out.logits[:, :-1], values
+
+
+def model_identity(config, model_dir: str | Path) -> dict[str, str]:
+    """Name and config hash of the base model, stored in checkpoints so a resume can refuse another model."""
+    cfg = config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_cache", "_attn_implementation"):
+        cfg.pop(volatile, None)
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+    info = Path(model_dir) / "gluerl_model.json"
+    name = json.loads(info.read_text()).get("name") if info.is_file() else None
+    return {"name": name or Path(model_dir).name, "config_sha256": digest}
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint helpers
+# --------------------------------------------------------------------------------------------
+
+STATE_FILE = "trainer_state.json"
+
+
+def rng_state() -> dict[str, Any]:
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The complete checkpoint (``checkpoints/step-N`` holding its state file) with the largest N."""
+    root = Path(output_dir) / "checkpoints"
+    found = []
+    for d in root.glob("step-*") if root.is_dir() else ():
+        if d.name[5:].isdigit() and (d / STATE_FILE).is_file():
+            found.append((int(d.name[5:]), d))
+    return max(found)[1] if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class PPOTrainer:
+    """PPO on ``records`` (from :func:`gluerl.training.load_train_records`) with the config's ``ppo`` section.
+
+    >>> trainer = PPOTrainer(cfg, "results/models/m", records, "out", seed=1)   # doctest: +SKIP
+    >>> summary = trainer.train()                                                # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: dict[str, Any], model_dir: str | Path, records: Sequence[dict[str, Any]],
+                 output_dir: str | Path, seed: int = 1, init_adapter: str | Path | None = None,
+                 callbacks: Iterable[Callable[[dict], None]] = (), tokenizer=None, accelerator=None):
+        from accelerate import Accelerator
+        from peft import PeftModel, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        from .models import load_tokenizer, resolve_dtype
+        from .training import lora_config, set_seed
+
+        self.cfg, self.ppo = cfg, cfg["ppo"]
+        if self.ppo["min_new_tokens"] > self.ppo["max_new_tokens"]:
+            raise ConfigError("ppo.min_new_tokens must not exceed ppo.max_new_tokens")
+        if not records:
+            raise ConfigError("no training records")
+        self.records, self.output_dir, self.seed = list(records), Path(output_dir), int(seed)
+        self.callbacks = list(callbacks)
+        self.rule = RewardRule(**self.ppo["reward"])
+        self.tasks = {r["task"]: get_task(r["task"], cfg.get("task_files", ())) for r in self.records}
+        self.acc = accelerator or Accelerator()
+        self.main, self.rank, self.world = self.acc.is_main_process, self.acc.process_index, self.acc.num_processes
+        self.device = self.acc.device
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise ConfigError(f"model folder {model_dir} has no config.json; run the prepare_model step first")
+        self.tok = tokenizer or load_tokenizer(model_dir)
+        dtype = resolve_dtype(cfg["training"]["dtype"], str(self.device))
+        set_seed(self.seed)  # the same initial adapter and value head on every process
+        base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, use_safetensors=True)
+        self.model_id = model_identity(base.config, model_dir)
+        if init_adapter is not None:
+            if not (Path(init_adapter) / "adapter_config.json").is_file():
+                raise ConfigError(f"--init-adapter {init_adapter} has no adapter_config.json")
+            policy = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+        else:
+            policy = get_peft_model(base, lora_config(cfg["lora"]))
+        gen_eos = policy.generation_config.eos_token_id
+        self.eos_ids = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [self.tok.eos_token_id])
+        net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size).to(self.device)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.ppo["learning_rate"])
+        self.net, self.opt = self.acc.prepare(net, opt)
+        self.kl_ctl = kl_controller(self.ppo)
+        self.step, self.cursor, self.train_seconds = 0, 0, 0.0
+        self.last_metrics: dict[str, Any] = {}
+        self.resumed_from: int | None = None
+        set_seed(self.seed + self.rank)  # sampling differs between processes
+        self._perm_cache: tuple[int, list[int]] | None = None
+        self._resume()
+
+    # -- small helpers ------------------------------------------------------------------------
+    @property
+    def model(self) -> PolicyWithValueHead:
+        return self.acc.unwrap_model(self.net)
+
+    def _info(self, msg, *args):
+        if self.main:
+            log.info(msg, *args)
+
+    def _reduce(self, values: Sequence[float], op: str = "sum") -> list[float]:
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            t = self.acc.reduce(t, reduction=op)
+        return t.tolist()
+
+    def _fail_if(self, bad: bool, what: str) -> None:
+        """Raise TrainingError on every process when any process saw a non-finite value."""
+        if self._reduce([float(bad)], "sum")[0] > 0:
+            raise TrainingError(f"non-finite {what} at step {self.step + 1}; the last good checkpoint is kept "
+                                f"(last metrics: {json.dumps(self.last_metrics)})")
+
+    def episode_indices(self, cursor: int, count: int) -> list[int]:
+        """Records at positions ``cursor .. cursor+count`` of the stream: epochs of shuffled records."""
+        out = []
+        for k in range(cursor, cursor + count):
+            epoch, pos = divmod(k, len(self.records))
+            if self._perm_cache is None or self._perm_cache[0] != epoch:
+                order = list(range(len(self.records)))
+                random.Random(f"{self.seed}-{epoch}").shuffle(order)
+                self._perm_cache = (epoch, order)
+            out.append(self._perm_cache[1][pos])
+        return out
+
+    # -- one step -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def rollout(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Sample completions for ``records`` and score them: everything the update needs."""
+        ppo, model = self.ppo, self.model
+        t0 = time.perf_counter()
+        model.eval()
+        enc = self.tok([r["prompt"] for r in records], add_special_tokens=False, padding=True,
+                       return_tensors="pt").to(self.device)
+        max_new = random.randint(ppo["min_new_tokens"], ppo["max_new_tokens"])
+        out = model.policy.generate(
+            **enc, max_new_tokens=max_new, do_sample=True, temperature=ppo["temperature"], top_k=ppo["top_k"],
+            top_p=ppo["top_p"], stop_strings=[CLOSE_TAG], tokenizer=self.tok, pad_token_id=self.tok.pad_token_id,
+            eos_token_id=self.eos_ids)
+        response = out[:, enc["input_ids"].shape[1]:]
+        mask = response_mask(response, self.tok, CLOSE_TAG, self.eos_ids)
+        t1 = time.perf_counter()
+
+        texts = [self.tok.decode(response[b][mask[b] > 0], skip_special_tokens=True) for b in range(len(records))]
+        preds = [parse_answer(text, self.tasks[r["task"]]) for text, r in zip(texts, records)]
+        scores = [score_prediction(p, r["label"], self.tasks[r["task"]], self.rule) for p, r in zip(preds, records)]
+        input_ids = torch.cat([enc["input_ids"], response], dim=1)
+        attention_mask = torch.cat([enc["attention_mask"], torch.ones_like(response)], dim=1)
+        R, T = response.shape[1], ppo["temperature"]
+        logprobs, ref_logprobs, values, entropy = [], [], [], []
+        for s in range(0, len(records), ppo["mini_batch_size"]):
+            ids, am, resp = input_ids[s:s + ppo["mini_batch_size"]], attention_mask[s:s + ppo["mini_batch_size"]], \
+                response[s:s + ppo["mini_batch_size"]]
+            logits, v = model(ids, am, R)
+            logits = logits.float() / T
+            logprobs.append(logprobs_from_logits(logits, resp))
+            entropy.append(entropy_from_logits(logits))
+            values.append(v)
+            with model.policy.disable_adapter():
+                ref_logits, _ = model(ids, am, R)
+            ref_logprobs.append(logprobs_from_logits(ref_logits.float() / T, resp))
+        t2 = time.perf_counter()
+        return {
+            "input_ids": input_ids, "attention_mask": attention_mask, "response": response, "mask": mask.float(),
+            "logprobs": torch.cat(logprobs), "ref_logprobs": torch.cat(ref_logprobs), "values": torch.cat(values),
+            "entropy": torch.cat(entropy), "scores": torch.tensor(scores, dtype=torch.float32, device=self.device),
+            "texts": texts, "preds": preds, "max_new_tokens": max_new,
+            "seconds_generation": t1 - t0, "seconds_scoring": t2 - t1,
+        }
+
+    def optimise(self, roll: dict[str, Any]) -> dict[str, float]:
+        """KL-shaped rewards, GAE, then ``ppo_epochs`` of clipped PPO on shuffled minibatches."""
+        ppo, mask = self.ppo, roll["mask"]
+        rewards = compute_rewards(roll["scores"], roll["logprobs"], roll["ref_logprobs"], mask, self.kl_ctl.value)
+        advantages, returns = gae(rewards, roll["values"], mask, ppo["gamma"], ppo["lam"])
+        if ppo["whiten_advantages"]:
+            advantages = whiten(advantages, mask)
+        B, R, T = mask.shape[0], mask.shape[1], ppo["temperature"]
+        mb, ga = ppo["mini_batch_size"], ppo["gradient_accumulation_steps"]
+        n_mb = math.ceil(B / mb)
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac",
+                                                          "approx_kl", "grad_norm")}
+        self.net.train()
+        for _ in range(ppo["ppo_epochs"]):
+            perm = torch.randperm(B, device=self.device)
+            for k in range(n_mb):
+                idx = perm[k * mb:(k + 1) * mb]
+                group_start = (k // ga) * ga
+                group_size = min(ga, n_mb - group_start)
+                sync = k == group_start + group_size - 1
+                with nullcontext() if sync else self.acc.no_sync(self.net):
+                    logits, values = self.net(roll["input_ids"][idx], roll["attention_mask"][idx], R)
+                    logprobs = logprobs_from_logits(logits.float() / T, roll["response"][idx])
+                    m = mask[idx]
+                    pl, clipfrac, approx_kl = policy_loss(logprobs, roll["logprobs"][idx], advantages[idx], m,
+                                                          ppo["cliprange"])
+                    vl, vclipfrac = value_loss(values, roll["values"][idx], returns[idx], m, ppo["cliprange_value"])
+                    loss = pl + ppo["vf_coef"] * vl
+                    self._fail_if(not torch.isfinite(loss).item(), "loss")
+                    self.acc.backward(loss / group_size)
+                if sync:
+                    norm = self.acc.clip_grad_norm_(self.net.parameters(), ppo["max_grad_norm"])
+                    self.opt.step()
+                    self.opt.zero_grad(set_to_none=True)
+                    stats["grad_norm"].append(float(norm))
+                for key, val in (("policy_loss", pl), ("value_loss", vl), ("clipfrac", clipfrac),
+                                 ("value_clipfrac", vclipfrac), ("approx_kl", approx_kl)):
+                    stats[key].append(float(val.detach()))
+        out = {k: sum(v) / len(v) for k, v in stats.items()}
+        out["explained_variance"] = explained_variance(roll["values"], returns, mask)
+        out["return_mean"] = float(masked_mean(returns, mask))
+        return out
+
+    def train_step(self) -> dict[str, Any]:
+        """One PPO update on every process; returns the metrics (averaged over processes)."""
+        t0 = time.perf_counter()
+        bs = self.ppo["batch_size"]
+        idx = self.episode_indices(self.cursor + self.rank * bs, bs)
+        records = [self.records[i] for i in idx]
+        roll = self.rollout(records)
+        scores = roll["scores"]
+        self._fail_if(not torch.isfinite(scores).all().item(), "reward")
+        kl_coef = self.kl_ctl.value
+        t1 = time.perf_counter()
+        opt_stats = self.optimise(roll)
+        t2 = time.perf_counter()
+
+        mask = roll["mask"]
+        seq_kl = ((roll["logprobs"] - roll["ref_logprobs"]) * mask).sum(1)
+        classif = [(p, r["label"]) for p, r in zip(roll["preds"], records) if not self.tasks[r["task"]].is_regression]
+        sums = self._reduce([
+            float(scores.sum()), len(records), sum(p is not None and int(p) == int(g) for p, g in classif), len(classif),
+            sum(p is None for p in roll["preds"]), float(mask.sum()), float(seq_kl.sum()),
+            float((roll["entropy"] * mask).sum()),
+        ])
+        n, n_tokens = sums[1], sums[5]
+        means = self._reduce(list(opt_stats.values()) + [roll["seconds_generation"], roll["seconds_scoring"], t2 - t1,
+                                                         roll["max_new_tokens"]], "mean")
+        opt_stats = dict(zip(opt_stats, means))
+        kl = sums[6] / n
+        self.kl_ctl.update(kl, int(n))
+        step_seconds = time.perf_counter() - t0
+        self.step += 1
+        self.cursor += bs * self.world
+        metrics = {
+            "step": self.step, "reward_mean": sums[0] / n,
+            "accuracy": sums[2] / sums[3] if sums[3] else None, "invalid_rate": sums[4] / n,
+            "kl": kl, "kl_coef": kl_coef, "kl_coef_next": self.kl_ctl.value, "entropy": sums[7] / max(n_tokens, 1),
+            **{k: opt_stats[k] for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl",
+                                         "grad_norm", "explained_variance", "return_mean")},
+            "response_length": n_tokens / n, "max_new_tokens": means[-1], "episodes": int(n),
+            "tokens_per_second": n_tokens / step_seconds, "seconds_generation": means[-4],
+            "seconds_scoring": means[-3], "seconds_optimisation": means[-2], "seconds_step": step_seconds,
+        }
+        metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+        self.train_seconds += step_seconds
+        self.last_metrics = metrics
+        return metrics
+
+    # -- the loop -----------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        steps, save_every = self.ppo["steps"], self.ppo["save_every"]
+        if self.main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        start_step, t_start = self.step, time.perf_counter()
+        self._info("PPO: %d records, %d process(es) x %d rollouts per step, steps %d -> %d, device %s",
+                   len(self.records), self.world, self.ppo["batch_size"], start_step, steps, self.device)
+        bar = tqdm(total=steps, initial=start_step, desc="ppo", unit="step", disable=not self.main, mininterval=1.0)
+        while self.step < steps:
+            metrics = self.train_step()
+            if self.main:
+                with open(self.output_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                for cb in self.callbacks:
+                    cb(metrics)
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", kl=f"{metrics['kl']:.3f}")
+            bar.update(1)
+            if self.step % save_every == 0 or self.step == steps:
+                self.save_checkpoint()
+        bar.close()
+        wall = time.perf_counter() - t_start
+        ran = self.step - start_step
+        summary = {
+            "steps": self.step, "resumed_from_step": self.resumed_from, "steps_this_run": ran,
+            "final_metrics": self.last_metrics, "wall_time_seconds": wall, "train_seconds_total": self.train_seconds,
+            "seconds_per_step": wall / ran if ran else None,
+            "episodes_per_second": ran * self.ppo["batch_size"] * self.world / wall if ran else None,
+            "num_processes": self.world, "batch_size_per_process": self.ppo["batch_size"], "seed": self.seed,
+            "model": self.model_id, "device": str(self.device),
+        }
+        self.save_final(summary)
+        return summary
+
+    # -- files --------------------------------------------------------------------------------
+    def _value_head_tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().float().cpu().contiguous() for k, v in self.model.value_head.state_dict().items()}
+
+    def save_checkpoint(self) -> None:
+        """``checkpoints/step-N/``: adapter, value head, optimizer, KL controller, RNG of every process, data position.
+
+        Written to a temporary folder and renamed (a crash leaves no half checkpoint); keeps the last two.
+        """
+        from accelerate.utils import gather_object
+        from safetensors.torch import save_file
+
+        rng = gather_object([rng_state()]) if self.world > 1 else [rng_state()]
+        if self.main:
+            root = self.output_dir / "checkpoints"
+            final, tmp = root / f"step-{self.step}", root / f".step-{self.step}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.model.policy.save_pretrained(tmp / "adapter")
+            save_file(self._value_head_tensors(), tmp / "value_head.safetensors")
+            torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+            torch.save(rng, tmp / "rng.pt")
+            write_json(tmp / STATE_FILE, {
+                "step": self.step, "cursor": self.cursor, "kl_controller": self.kl_ctl.state_dict(),
+                "model": self.model_id, "seed": self.seed, "num_processes": self.world,
+                "train_seconds": self.train_seconds, "last_metrics": self.last_metrics,
+            })
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            done = sorted((int(d.name[5:]), d) for d in root.glob("step-*") if d.name[5:].isdigit())
+            for _, old in done[:-2]:
+                shutil.rmtree(old, ignore_errors=True)
+            log.info("saved checkpoint %s", final)
+        self.acc.wait_for_everyone()
+
+    def _resume(self) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        ckpt = latest_checkpoint(self.output_dir)
+        if ckpt is None:
+            return
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        if state.get("model") != self.model_id:
+            raise TrainingError(f"checkpoint {ckpt} was trained from another model ({state.get('model')}), not "
+                                f"{self.model_id}; use another output folder or delete {ckpt.parent}")
+        adapter = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"), device=str(self.device))
+        result = set_peft_model_state_dict(self.model.policy, adapter)
+        if getattr(result, "unexpected_keys", None):
+            raise TrainingError(f"checkpoint {ckpt}: adapter does not fit the model ({result.unexpected_keys[:3]})")
+        self.model.value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors"), device=str(self.device)))
+        self.opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.step, self.cursor = int(state["step"]), int(state["cursor"])
+        self.train_seconds, self.last_metrics = float(state.get("train_seconds", 0.0)), state.get("last_metrics", {})
+        rng = torch.load(ckpt / "rng.pt", weights_only=True)
+        if len(rng) == self.world:
+            set_rng_state(rng[self.rank])
+        else:
+            log.warning("checkpoint has RNG states of %d processes, this run has %d: reseeding", len(rng), self.world)
+            from .training import set_seed
+
+            set_seed(self.seed + self.rank + 1_000_003 * self.step)
+        self.resumed_from = self.step
+        if self.main:  # metrics of steps after the checkpoint (a crash between them) are dropped
+            path = self.output_dir / METRICS_FILE
+            if path.is_file():
+                lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+                path.write_text("".join(ln + "\n" for ln in lines))
+        self._info("resuming from checkpoint %s at step %d", ckpt, self.step)
+
+    def save_final(self, summary: dict[str, Any]) -> None:
+        """The adapter (``save_pretrained``), ``value_head.safetensors`` and ``train_summary.json``."""
+        from safetensors.torch import save_file
+
+        if self.main:
+            self.model.policy.save_pretrained(self.output_dir)
+            save_file(self._value_head_tensors(), self.output_dir / "value_head.safetensors")
+            write_json(self.output_dir / "train_summary.json", summary)
+            self._info("saved adapter, value head and summary to %s", self.output_dir)
+        self.acc.wait_for_everyone()
+
+    def dump_rank_state(self, out_dir: str | Path) -> Path:
+        """Debugging: every process writes its trainable parameters to ``out_dir/rank{N}.safetensors``."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
+        path = out / f"rank{self.rank}.safetensors"
+        save_file(tensors, path)
+        self.acc.wait_for_everyone()
+        return path
