@@ -118,3 +118,17 @@ def format_split(rows: Iterable[dict[str, Any]], task: Task, demos: Sequence[dic
             }
         )
     return out
+
+
+def parse_template(name: str) -> tuple[int, int | None]:
+    """``0shot`` -> (0, None); ``5shot-seed1`` -> (5, 1). The prompt-file wildcard's grammar."""
+    import re
+
+    m = re.fullmatch(r"(\d+)shot(?:-seed(\d+))?", name)
+    if not m or (int(m.group(1)) > 0) != (m.group(2) is not None):
+        raise ConfigError(f"prompt template {name!r}: expected '0shot' or '<k>shot-seed<s>'")
+    return int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
+
+
+def template_name(shots: int, seed: int | None = None) -> str:
+    return "0shot" if shots == 0 else f"{shots}shot-seed{seed}"

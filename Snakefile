@@ -1,0 +1,32 @@
+# gluerl: GLUE/SuperGLUE as reinforcement-learning episodes for LLMs (arXiv 2410.11020).
+#
+#   snakemake --cores 8 --resources gpu=4 results/tables/glue.csv
+#
+# This file only wires the stages together; the logic lives in the `gluerl` package, the commands
+# in scripts/, helpers and target lists in rules/common.smk, the experiment in config/.
+from snakemake.utils import min_version, validate
+
+from gluerl.config import SCHEMA_PATH
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, SCHEMA_PATH)
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/prompts.smk"
+include: "rules/models.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/tables.smk"
+
+
+rule all:
+    input:
+        table_targets(),
+    default_target: True

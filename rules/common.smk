@@ -1,0 +1,148 @@
+# Helpers, target lists and wildcard constraints shared by every stage. Nothing here runs a job.
+import json
+
+from gluerl.config import check_names, validate as validate_config
+from gluerl.prompts import template_name
+from gluerl.tables import columns_for
+from gluerl.tasks import registry
+
+# Defaults that Snakemake's validate leaves out (nested sections), then the checks a schema
+# cannot express (task and model names), both before any job is planned.
+validate_config(config, "config")
+check_names(config, "config")
+
+REGISTRY = registry(config["task_files"])
+TASKS = [REGISTRY[t] for t in config["tasks"]]
+TRAINED = ("sft", "ppo", "sft_ppo", "grpo")
+
+
+wildcard_constraints:
+    task="|".join(sorted(REGISTRY)),
+    split=r"[A-Za-z0-9_]+",
+    template=r"\d+shot(-seed\d+)?",
+    model="|".join(sorted(config["models"])),
+    method="|".join(["zeroshot", "fewshot", *TRAINED]),
+    train_set=r"[A-Za-z0-9_]+",
+    seed=r"\d+",
+    benchmark=r"[a-z0-9_]+",
+
+
+# ---- config as rule params: exactly the sections a rule reads (their change reruns it) ----
+def config_json(*sections):
+    return json.dumps({s: config[s] for s in ("task_files", *sections)}, sort_keys=True)
+
+
+def model_json(wildcards):
+    return json.dumps({"task_files": config["task_files"], "models": {wildcards.model: config["models"][wildcards.model]},
+                       "evaluation": config["evaluation"], "prompting": config["prompting"]}, sort_keys=True)
+
+
+# ---- data ----
+def raw_split(task_name, split):
+    return f"data/raw/{task_name}/{split}.jsonl"
+
+
+def demo_source(task):
+    """(task, split) whose train rows give few-shot demonstrations (ax borrows MNLI's)."""
+    src = REGISTRY[task.train_task] if task.train_task else task
+    return src.name, src.train_split
+
+
+# ---- prompts ----
+def template_for(method, seed):
+    if method == "fewshot":
+        return template_name(config["prompting"]["num_shots"], int(seed))
+    return template_name(0)
+
+
+def prompt_inputs(wildcards):
+    task = REGISTRY[wildcards.task]
+    inputs = {"split": raw_split(task.name, wildcards.split)}
+    if not wildcards.template.startswith("0shot"):
+        inputs["train"] = raw_split(*demo_source(task))
+    return inputs
+
+
+def train_flag(wildcards, input):
+    return f"--train {input.train}" if "train" in input.keys() else ""
+
+
+# ---- training ----
+def train_set(task):
+    """Folder name of the adapter a task is evaluated with: the task (single) or 'multi'."""
+    if config["training"]["mode"] == "multi":
+        return "multi"
+    return task.train_task or task.name
+
+
+def train_tasks(train_set_name):
+    if train_set_name == "multi":
+        return [t for t in TASKS if not t.evaluation_only]
+    return [REGISTRY[train_set_name]]
+
+
+def train_prompts(wildcards):
+    return {t.name: f"data/prompts/0shot/{t.name}/{t.train_split}.jsonl" for t in train_tasks(wildcards.train_set)}
+
+
+def prompts_flags(wildcards, input):
+    return " ".join(f"--prompts {t}={input[t]}" for t in train_prompts(wildcards))
+
+
+def adapter_file(method, model, set_name, seed):
+    return f"results/checkpoints/{method}/{model}/{set_name}/seed{seed}/adapter_model.safetensors"
+
+
+def sft_adapter(wildcards):
+    return adapter_file("sft", wildcards.model, wildcards.train_set, wildcards.seed)
+
+
+def launcher(wildcards, threads, resources):
+    """`accelerate launch` with one process per GPU the job holds (one CPU process without)."""
+    n = max(int(resources.get("gpu", 0)), 1)
+    acc = config["training"]["accelerate_config"]
+    cfg = f"--config_file {acc} " if acc else ""
+    return f"accelerate launch {cfg}--num_processes {n} --num_machines 1 --dynamo_backend no --mixed_precision no"
+
+
+# ---- evaluation ----
+def eval_inputs(wildcards):
+    task = REGISTRY[wildcards.task]
+    tpl = template_for(wildcards.method, wildcards.seed)
+    inputs = {"model": f"results/models/{wildcards.model}"}
+    for split in task.eval_splits:
+        inputs[f"prompts_{split}"] = f"data/prompts/{tpl}/{task.name}/{split}.jsonl"
+    if wildcards.method in TRAINED:
+        inputs["adapter"] = adapter_file(wildcards.method, wildcards.model, train_set(task), wildcards.seed)
+    return inputs
+
+
+def eval_flags(wildcards, input):
+    flags = [f"--prompts {k[len('prompts_'):]}={v}" for k, v in input.items() if k.startswith("prompts_")]
+    if "adapter" in input.keys():
+        flags.append(f"--adapter {os.path.dirname(input.adapter)}")
+    return " ".join(flags)
+
+
+def eval_result(method, model, seed, task):
+    return f"results/eval/{method}/{model}/seed{seed}/{task}.json"
+
+
+# ---- tables ----
+def benchmark_tasks(benchmark):
+    return [t for t in TASKS if t.benchmark == benchmark and t.labelled]
+
+
+def table_inputs(wildcards):
+    return [
+        eval_result(m, model, s, t.name)
+        for m in config["methods"]
+        for model in config["models"]
+        for s in config["seeds"]
+        for t in benchmark_tasks(wildcards.benchmark)
+    ]
+
+
+def table_targets():
+    benches = sorted({t.benchmark for t in TASKS if t.labelled})
+    return [f"results/tables/{b}.{ext}" for b in benches for ext in ("csv", "md", "png")]

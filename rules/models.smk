@@ -1,0 +1,17 @@
+rule prepare_model:
+    output:
+        directory("results/models/{model}"),
+    log:
+        "logs/prepare_model/{model}.log",
+    benchmark:
+        "benchmarks/prepare_model/{model}.tsv"
+    params:
+        cfg=model_json,
+    threads: 2
+    resources:
+        mem_mb=16000,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python scripts/prepare_model.py --config-json {params.cfg:q} --model {wildcards.model} "
+        "--output {output} > {log} 2>&1"

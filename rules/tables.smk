@@ -1,0 +1,19 @@
+rule assemble_table:
+    input:
+        table_inputs,
+    output:
+        csv="results/tables/{benchmark}.csv",
+        markdown="results/tables/{benchmark}.md",
+        png="results/tables/{benchmark}.png",
+    log:
+        "logs/assemble_table/{benchmark}.log",
+    params:
+        cfg=config_json("tasks"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python scripts/assemble_table.py --config-json {params.cfg:q} --benchmark {wildcards.benchmark} "
+        "--csv {output.csv} --markdown {output.markdown} --png {output.png} {input} > {log} 2>&1"

@@ -1,0 +1,106 @@
+# Training stages. Outputs are files inside the checkpoint folder (not the folder itself), so a
+# rerun after an interruption finds the folder's intermediate checkpoints and resumes from them.
+rule train_sft:
+    input:
+        unpack(train_prompts),
+        model="results/models/{model}",
+    output:
+        adapter="results/checkpoints/sft/{model}/{train_set}/seed{seed}/adapter_model.safetensors",
+        summary="results/checkpoints/sft/{model}/{train_set}/seed{seed}/train_summary.json",
+    log:
+        "logs/train_sft/{model}/{train_set}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_sft/{model}/{train_set}/seed{seed}.tsv"
+    params:
+        cfg=config_json("sft", "lora", "training", "prompting"),
+        prompts=prompts_flags,
+        launch=launcher,
+    threads: 2
+    resources:
+        mem_mb=16000,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "{params.launch} scripts/train_sft.py --config-json {params.cfg:q} --model-dir {input.model} "
+        "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"
+
+
+rule train_ppo:
+    input:
+        unpack(train_prompts),
+        model="results/models/{model}",
+    output:
+        adapter="results/checkpoints/ppo/{model}/{train_set}/seed{seed}/adapter_model.safetensors",
+        summary="results/checkpoints/ppo/{model}/{train_set}/seed{seed}/train_summary.json",
+    log:
+        "logs/train_ppo/{model}/{train_set}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_ppo/{model}/{train_set}/seed{seed}.tsv"
+    params:
+        cfg=config_json("ppo", "lora", "training", "prompting"),
+        prompts=prompts_flags,
+        launch=launcher,
+    threads: 2
+    resources:
+        mem_mb=16000,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "{params.launch} scripts/train_ppo.py --config-json {params.cfg:q} --model-dir {input.model} "
+        "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"
+
+
+rule train_sft_ppo:
+    input:
+        unpack(train_prompts),
+        model="results/models/{model}",
+        init=sft_adapter,
+    output:
+        adapter="results/checkpoints/sft_ppo/{model}/{train_set}/seed{seed}/adapter_model.safetensors",
+        summary="results/checkpoints/sft_ppo/{model}/{train_set}/seed{seed}/train_summary.json",
+    log:
+        "logs/train_sft_ppo/{model}/{train_set}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_sft_ppo/{model}/{train_set}/seed{seed}.tsv"
+    params:
+        cfg=config_json("ppo", "lora", "training", "prompting"),
+        prompts=prompts_flags,
+        launch=launcher,
+    threads: 2
+    resources:
+        mem_mb=16000,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "{params.launch} scripts/train_ppo.py --config-json {params.cfg:q} --model-dir {input.model} "
+        "{params.prompts} --init-adapter $(dirname {input.init}) --output-dir $(dirname {output.adapter}) "
+        "--seed {wildcards.seed} > {log} 2>&1"
+
+
+rule train_grpo:
+    input:
+        unpack(train_prompts),
+        model="results/models/{model}",
+    output:
+        adapter="results/checkpoints/grpo/{model}/{train_set}/seed{seed}/adapter_model.safetensors",
+        summary="results/checkpoints/grpo/{model}/{train_set}/seed{seed}/train_summary.json",
+    log:
+        "logs/train_grpo/{model}/{train_set}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_grpo/{model}/{train_set}/seed{seed}.tsv"
+    params:
+        cfg=config_json("grpo", "ppo", "lora", "training", "prompting"),
+        prompts=prompts_flags,
+        launch=launcher,
+    threads: 2
+    resources:
+        mem_mb=16000,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "{params.launch} scripts/train_grpo.py --config-json {params.cfg:q} --model-dir {input.model} "
+        "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"

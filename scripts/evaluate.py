@@ -1,0 +1,75 @@
+"""Evaluate a model (optionally with a LoRA adapter) on a task's evaluation splits.
+
+    python scripts/evaluate.py --config config/config.yaml --task mnli --method zeroshot \
+        --model smollm2-135m --seed 1 --model-dir results/models/smollm2-135m \
+        --prompts validation_matched=data/prompts/0shot/mnli/validation_matched.jsonl \
+        --prompts validation_mismatched=data/prompts/0shot/mnli/validation_mismatched.jsonl \
+        --output results/eval/zeroshot/smollm2-135m/seed1/mnli.json \
+        --predictions results/eval/zeroshot/smollm2-135m/seed1/mnli.predictions.jsonl
+
+The model is loaded once; every split is generated in batches (greedy unless
+``evaluation.do_sample``), parsed and scored. The JSON holds per-column metrics, the score, the
+invalid rate, the number of examples and the speed; the predictions file every completion.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gluerl import cli
+from gluerl.errors import ConfigError, DataError
+from gluerl.evaluation import evaluate_split
+from gluerl.io import read_jsonl, write_json, write_jsonl
+from gluerl.models import load_model, load_tokenizer
+from gluerl.tasks import get_task
+
+log = logging.getLogger("gluerl.evaluate")
+
+
+def main(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", required=True, help="row label in the tables (zeroshot, fewshot, sft, ...)")
+    p.add_argument("--model", required=True, help="model name (row label)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model-dir", required=True, help="prepared model folder")
+    p.add_argument("--adapter", help="LoRA adapter folder to apply")
+    p.add_argument("--prompts", action="append", required=True, metavar="SPLIT=FILE", help="prompt file per evaluation split")
+    p.add_argument("--output", required=True, help="result JSON")
+    p.add_argument("--predictions", required=True, help="per-example predictions JSONL")
+    args = p.parse_args(argv)
+    cfg = cli.load(args)
+    task = get_task(args.task, cfg["task_files"])
+    files = dict(s.split("=", 1) for s in args.prompts)
+    unknown = set(files) - set(task.eval_splits)
+    if unknown:
+        raise ConfigError(f"task {task.name}: {sorted(unknown)} are not evaluation splits ({list(task.eval_splits)})")
+    records = {split: read_jsonl(path) for split, path in files.items()}
+    for split, rows in records.items():
+        if not rows:
+            raise DataError("prompt file is empty", files[split])
+    spec = cfg["models"].get(args.model, {})
+    ev = cfg["evaluation"]
+    t0 = time.perf_counter()
+    tok = load_tokenizer(args.model_dir, spec.get("trust_remote_code", False))
+    model = load_model(args.model_dir, args.adapter, ev["dtype"], ev["device"], spec.get("trust_remote_code", False))
+    load_seconds = time.perf_counter() - t0
+    columns, predictions = {}, []
+    for split, rows in records.items():
+        res, preds = evaluate_split(model, tok, task, split, rows, ev, cfg["prompting"]["chat_template"], args.seed)
+        columns[task.eval_splits[split]] = res
+        predictions += preds
+        log.info("%s %s[%s]: %s", args.method, task.name, split,
+                 {k: round(v, 4) for k, v in res.items() if isinstance(v, float)})
+    write_jsonl(args.predictions, predictions)
+    write_json(args.output, {
+        "task": task.name, "benchmark": task.benchmark, "method": args.method, "model": args.model,
+        "seed": args.seed, "adapter": args.adapter, "columns": columns,
+        "load_seconds": round(load_seconds, 3), "evaluation": ev,
+        "chat_template": cfg["prompting"]["chat_template"],
+    })
+
+
+if __name__ == "__main__":
+    cli.run(main)

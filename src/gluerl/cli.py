@@ -1,0 +1,51 @@
+"""Shared command-line plumbing for ``scripts/*.py``: config flags, logging, clean errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from .errors import GlueRLError
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argparse parser whose help shows the script's docstring, with the config flags."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="experiment config (YAML); defaults fill what it leaves out")
+    p.add_argument("--config-json", metavar="JSON", help="JSON object merged over --config (Snakemake passes the sections a rule reads)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def load(args):
+    from .config import load_config
+
+    return load_config(args.config, args.config_json, check=False)
+
+
+def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
+    """Run a script's main; a GlueRLError becomes a one-line message and exit status 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        main(argv)
+    except GlueRLError as e:
+        logging.getLogger("gluerl").error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``gluerl tasks``: list the task registry."""
+    p = argparse.ArgumentParser(prog="gluerl", description="gluerl utilities")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tasks", help="list the registered tasks")
+    t.add_argument("--task-file", action="append", default=[], help="extra task declaration file")
+    args = p.parse_args(argv)
+    if args.cmd == "tasks":
+        from .tasks import registry
+
+        for name, task in registry(args.task_file).items():
+            kind = "regression" if task.is_regression else "/".join(task.labels.values())
+            print(f"{name:8s} {task.benchmark:9s} {','.join(task.metrics):18s} {kind}")

@@ -1,0 +1,108 @@
+"""Task data: download from the hub or read a local folder, check every row, subsample.
+
+Both sources give rows in the hub dataset's schema (``nyu-mll/glue``: the task's fields,
+``label`` as an integer id, -1 where the split is unlabelled, or a float for STS-B, and ``idx``).
+A local folder holds ``{task}/{split}.jsonl`` (``../shared/glue`` is one).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, DataError
+from .io import read_jsonl
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def local_path(local_dir: str | Path, task: Task, split: str) -> Path:
+    return Path(local_dir) / task.name / f"{split}.jsonl"
+
+
+def _hub_rows(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
+    from datasets import load_dataset
+
+    revision = data_cfg.get("hub_revisions", {}).get(task.hub_path, data_cfg.get("hub_revision"))
+    log.info("downloading %s/%s split %s (revision %s)", task.hub_path, task.hub_name, split, revision or "default")
+    try:
+        ds = load_dataset(task.hub_path, task.hub_name, split=split, revision=revision)
+    except (ValueError, FileNotFoundError) as e:
+        raise DataError(f"cannot load split {split!r} of {task.hub_path}/{task.hub_name}: {e}") from e
+    return [dict(r) for r in ds]
+
+
+def check_rows(rows: list[dict[str, Any]], task: Task, split: str, where: str) -> None:
+    """Every row has the task's fields (non-empty text), a valid label and an idx."""
+    if not rows:
+        raise DataError(f"split {split!r} of task {task.name!r} is empty", where)
+    labelled = task.labelled or split == task.train_split
+    for n, row in enumerate(rows, 1):
+        for f in task.fields:
+            v = row.get(f)
+            if not isinstance(v, str):
+                raise DataError(f"row has no text field {f!r} (task {task.name})", where, n)
+            if not v.strip():
+                raise DataError(f"text field {f!r} is empty (task {task.name})", where, n)
+        if "idx" not in row:
+            raise DataError("row has no 'idx'", where, n)
+        if "label" not in row:
+            raise DataError("row has no 'label'", where, n)
+        y = row["label"]
+        if task.is_regression:
+            if isinstance(y, bool) or not isinstance(y, (int, float)) or not math.isfinite(y):
+                raise DataError(f"label {y!r} is not a finite number (task {task.name})", where, n)
+            lo, hi = task.regression
+            if labelled and not lo <= y <= hi:
+                raise DataError(f"score {y} is outside {lo:g}..{hi:g} (task {task.name})", where, n)
+        else:
+            if isinstance(y, bool) or not isinstance(y, int):
+                raise DataError(f"label {y!r} is not an integer id (task {task.name})", where, n)
+            if labelled and y not in task.labels:
+                raise DataError(f"label {y} is not one of {sorted(task.labels)} (task {task.name})", where, n)
+            if not labelled and y != -1 and y not in task.labels:
+                raise DataError(f"label {y} is neither -1 nor one of {sorted(task.labels)}", where, n)
+
+
+def max_rows(task: Task, split: str, data_cfg: dict) -> int | None:
+    caps = data_cfg.get("max_samples") or {}
+    if split in caps:
+        return caps[split]
+    if split != task.train_split and "eval" in caps:
+        return caps["eval"]
+    return None
+
+
+def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
+    """At most ``n`` rows drawn with ``seed``, kept in their original order."""
+    if n is None or n >= len(rows):
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
+
+
+def load_split(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
+    """The checked (and subsampled, if configured) rows of one split."""
+    if split not in task.splits:
+        raise ConfigError(f"task {task.name!r} has no split {split!r}; its splits: {task.splits}")
+    if data_cfg.get("source", "hub") == "local":
+        if not data_cfg.get("local_dir"):
+            raise ConfigError("data.local_dir must be set when data.source is 'local'")
+        path = local_path(data_cfg["local_dir"], task, split)
+        if not path.is_file():
+            raise DataError(f"missing local data file for task {task.name!r}, split {split!r}", path)
+        rows, where = read_jsonl(path), str(path)
+    else:
+        rows = _hub_rows(task, split, data_cfg)
+        where = f"{task.hub_path}/{task.hub_name}[{split}]"
+    keep_fields = list(task.fields) + ["label", "idx"]
+    check_rows(rows, task, split, where)
+    rows = [{k: r[k] for k in keep_fields} for r in rows]
+    n = max_rows(task, split, data_cfg)
+    out = subsample(rows, n, data_cfg.get("subsample_seed", 0))
+    log.info("%s[%s]: %d rows (of %d) from %s", task.name, split, len(out), len(rows), where)
+    return out

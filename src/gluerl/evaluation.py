@@ -1,0 +1,44 @@
+"""Evaluation: generate answers for a task's evaluation splits, parse them, score them.
+
+The model is loaded once per task (all its evaluation splits) by the caller. The result holds,
+per table column (one per evaluation split: ``mnli_m``, ``mnli_mm``...), the task's metrics, its
+score (their mean), the invalid rate and the number of examples; predictions keep every
+completion with its parse, so any number in a table can be traced to the text behind it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from .generation import generate
+from .metrics import compute_metrics
+from .parsing import parse_answer
+from .prompts import render_prompt
+from .tasks import Task
+
+
+def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[dict[str, Any]], eval_cfg: dict,
+                   chat_template: str = "auto", seed: int = 0, progress: bool = True):
+    """(column result, prediction rows) for one split's prompt records."""
+    prompts = [render_prompt(r["messages"], tokenizer, chat_template) for r in records]
+    t0 = time.perf_counter()
+    completions = generate(
+        model, tokenizer, prompts, max_new_tokens=eval_cfg.get("max_new_tokens", 12),
+        batch_size=eval_cfg.get("batch_size", 16), do_sample=eval_cfg.get("do_sample", False),
+        temperature=eval_cfg.get("temperature", 1.0), top_p=eval_cfg.get("top_p", 1.0), seed=seed,
+        progress=progress, desc=f"{task.name}[{split}]",
+    )
+    seconds = time.perf_counter() - t0
+    preds = [parse_answer(c, task) for c in completions]
+    rows = []
+    for r, c, p in zip(records, completions, preds):
+        rows.append({"split": split, "idx": r["idx"], "label": r["label"], "completion": c, "prediction": p,
+                     "valid": p is not None,
+                     "correct": None if r["label"] is None or task.is_regression else p == r["label"]})
+    result: dict[str, Any] = {"split": split, "n": len(records), "seconds": round(seconds, 3),
+                              "examples_per_second": round(len(records) / seconds, 3) if seconds > 0 else None,
+                              "invalid_rate": sum(p is None for p in preds) / len(preds)}
+    if task.labelled:
+        result.update(compute_metrics([r["label"] for r in records], preds, task))
+    return result, rows

@@ -1,0 +1,115 @@
+"""Benchmark tables: a row per method and model, a column per task column plus the average.
+
+Scores are percent with one decimal, the mean over seeds of each column's score (the mean of the
+task's metrics, the leaderboard convention). The average counts the columns of tasks that are
+``in_average``. The same table is written as CSV, Markdown (with the invalid-answer rates) and a
+bar chart PNG.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DataError
+from .tasks import Task
+
+METHOD_ORDER = ["zeroshot", "fewshot", "sft", "ppo", "sft_ppo", "grpo"]
+
+
+def columns_for(tasks: Sequence[Task]) -> list[tuple[str, Task]]:
+    """(column, task) for every labelled evaluation split of the tasks, in their order."""
+    return [(col, t) for t in tasks if t.labelled for col in t.eval_splits.values()]
+
+
+def load_results(paths: Sequence[str | Path]) -> list[dict]:
+    out = []
+    for p in paths:
+        try:
+            out.append(json.loads(Path(p).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"cannot read evaluation result: {e}", p) from e
+    return out
+
+
+def build_table(results: Sequence[dict], tasks: Sequence[Task]) -> tuple[list[str], list[dict]]:
+    """(header, rows); each row has method, model, seeds, one value per column, average."""
+    cols = columns_for(tasks)
+    groups: dict[tuple[str, str], dict[str, list]] = {}
+    invalid: dict[tuple[str, str], dict[str, list]] = {}
+    seeds: dict[tuple[str, str], set] = {}
+    for r in results:
+        key = (r["method"], r["model"])
+        seeds.setdefault(key, set()).add(r["seed"])
+        for col, res in r["columns"].items():
+            if "score" in res:
+                groups.setdefault(key, {}).setdefault(col, []).append(res["score"])
+                invalid.setdefault(key, {}).setdefault(col, []).append(res["invalid_rate"])
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    rows = []
+    for key in sorted(groups, key=lambda k: (k[1], order.get(k[0], 99), k[0])):
+        row: dict = {"method": key[0], "model": key[1], "seeds": len(seeds[key])}
+        in_avg = []
+        for col, task in cols:
+            vals = groups[key].get(col)
+            row[col] = round(100 * float(np.mean(vals)), 1) if vals else None
+            if vals and task.in_average:
+                in_avg.append(100 * float(np.mean(vals)))
+        n_avg = sum(1 for _, t in cols if t.in_average)
+        row["average"] = round(float(np.mean(in_avg)), 1) if in_avg and len(in_avg) == n_avg else None
+        row["_invalid"] = {c: round(100 * float(np.mean(v)), 1) for c, v in invalid[key].items()}
+        rows.append(row)
+    header = ["method", "model", "seeds"] + [c for c, _ in cols] + ["average"]
+    return header, rows
+
+
+def to_csv(header: list[str], rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if r.get(h) is None else r.get(h) for h in header])
+    return buf.getvalue()
+
+
+def to_markdown(header: list[str], rows: list[dict], title: str) -> str:
+    def fmt(v):
+        return "–" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+    lines = [f"# {title}", "", "Scores in percent (mean over seeds); average over the benchmark's tasks.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(r.get(h)) for h in header) + " |" for r in rows]
+    cols = header[3:-1]
+    lines += ["", "Invalid (unparseable or ambiguous) answers, percent:", ""]
+    lines += ["| method | model | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    lines += [f"| {r['method']} | {r['model']} | " + " | ".join(fmt(r['_invalid'].get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = header[3:]
+    x = np.arange(len(cols))
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cols) + 2), 4))
+    for i, r in enumerate(rows):
+        vals = [np.nan if r.get(c) is None else r[c] for c in cols]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width, label=f"{r['method']} ({r['model']})")
+    ax.set_xticks(x, cols, rotation=30, ha="right")
+    ax.set_ylabel("score (%)")
+    ax.set_title(title)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

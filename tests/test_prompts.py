@@ -1,0 +1,81 @@
+import pytest
+
+from gluerl.errors import ConfigError
+from gluerl.prompts import (build_messages, draw_demonstrations, format_split, parse_template, render_prompt,
+                            template_name)
+from gluerl.tasks import get_task
+
+RTE = get_task("rte")
+EX = {"sentence1": "A dog runs.", "sentence2": "An animal moves.", "label": 0, "idx": 3}
+
+USER = (
+    'Decide whether the first sentence implies the second. Answer "entailment" if it does and '
+    '"not_entailment" if it does not.\n'
+    "\n"
+    "Sentence 1: A dog runs.\n"
+    "Sentence 2: An animal moves.\n"
+    "\n"
+    'Answer with one of "entailment", "not_entailment", written between <Judgement> and </Judgement> tags.'
+)
+
+
+def test_zero_shot_plain_prompt_exact():
+    assert render_prompt(build_messages(EX, RTE), None) == USER + "\n<Judgement>"
+
+
+def test_few_shot_plain_prompt_exact():
+    demo = {"sentence1": "It rains.", "sentence2": "It is dry.", "label": 1, "idx": 9}
+    text = render_prompt(build_messages(EX, RTE, [demo]), None, "never")
+    demo_user = USER.replace("A dog runs.", "It rains.").replace("An animal moves.", "It is dry.")
+    assert text == demo_user + "\n<Judgement>not_entailment</Judgement>\n\n" + USER + "\n<Judgement>"
+
+
+def test_chat_template_prompt_exact(tiny_model):
+    from gluerl.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    text = render_prompt(build_messages(EX, RTE), tok, "auto")
+    assert text == "<|im_start|>user\n" + USER + "<|im_end|>\n<|im_start|>assistant\n<Judgement>"
+    assert render_prompt(build_messages(EX, RTE), tok, "never") == USER + "\n<Judgement>"
+
+
+def test_always_without_template_is_an_error():
+    with pytest.raises(ConfigError, match="no chat template"):
+        render_prompt(build_messages(EX, RTE), None, "always")
+
+
+def test_stsb_prompt_asks_for_a_number():
+    ex = {"sentence1": "a", "sentence2": "b", "label": 3.25, "idx": 0}
+    recs = format_split([ex], get_task("stsb"))
+    assert "Answer with a number from 0 to 5" in recs[0]["prompt"]
+    assert recs[0]["answer"] == "3.2</Judgement>"
+
+
+def test_records_fields_and_unlabelled_rows():
+    recs = format_split([EX, dict(EX, idx=4, label=-1)], RTE)
+    assert recs[0]["answer"] == "entailment</Judgement>" and recs[0]["label"] == 0 and recs[0]["idx"] == 3
+    assert recs[0]["prompt"].endswith("<Judgement>") and recs[0]["messages"][-1]["role"] == "user"
+    assert recs[1]["label"] is None and recs[1]["answer"] is None
+
+
+def test_demonstrations_seeded_and_balanced():
+    train = [{"sentence1": f"s{i}", "sentence2": "t", "label": int(i < 10), "idx": i} for i in range(100)]
+    a = draw_demonstrations(train, RTE, 5, seed=1)
+    assert a == draw_demonstrations(train, RTE, 5, seed=1)
+    assert a != draw_demonstrations(train, RTE, 5, seed=2)
+    labels = [d["label"] for d in a]
+    assert sorted(labels.count(v) for v in (0, 1)) == [2, 3]  # balanced though only 10% are label 1
+    with pytest.raises(ConfigError, match="need 5 train rows"):
+        draw_demonstrations(train[:3], RTE, 5, seed=1)
+
+
+@pytest.mark.parametrize("name,parsed", [("0shot", (0, None)), ("5shot-seed1", (5, 1)), ("16shot-seed42", (16, 42))])
+def test_template_names_round_trip(name, parsed):
+    assert parse_template(name) == parsed
+    assert template_name(*parsed) == name
+
+
+@pytest.mark.parametrize("bad", ["5shot", "0shot-seed1", "shot", "5-shot-seed1"])
+def test_bad_template_names(bad):
+    with pytest.raises(ConfigError):
+        parse_template(bad)
