@@ -27,7 +27,7 @@ wildcard_constraints:
     benchmark=r"[a-z0-9_]+",
 
 
-# ---- config as rule params: exactly the sections a rule reads (their change reruns it) ----
+# ---- config passed as params: exactly the sections each job reads (a change reruns it) ----
 def config_json(*sections):
     return json.dumps({s: config[s] for s in ("task_files", *sections)}, sort_keys=True)
 

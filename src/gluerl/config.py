@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft7Validator, validators
+from jsonschema import Draft202012Validator, validators
 
 from .errors import ConfigError
 
@@ -36,7 +36,7 @@ def _with_defaults(cls):
     return validators.extend(cls, {"properties": set_defaults})
 
 
-_Validator = _with_defaults(Draft7Validator)
+_Validator = _with_defaults(Draft202012Validator)
 
 
 def schema() -> dict:

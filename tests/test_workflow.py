@@ -1,0 +1,162 @@
+"""The real Snakemake DAG, end to end, on a tiny random model and generated data (CPU, offline)."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gluerl.testing import fixture_texts, make_glue_fixture, make_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW = ["Snakefile", "rules", "scripts", "profiles", "config", "envs"]
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args, check=True, timeout=900):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def tiny_config(root: Path, **over) -> dict:
+    cfg = {
+        "tasks": ["rte", "stsb", "mnli"],
+        "methods": ["zeroshot", "fewshot"],
+        "seeds": [1, 2],
+        "models": {"tiny": {"path": str(root / "tiny-src")}},
+        "data": {"source": "local", "local_dir": str(root / "glue"), "max_samples": {"train": 24, "eval": 6}},
+        "prompting": {"num_shots": 2},
+        "evaluation": {"batch_size": 4, "max_new_tokens": 6},
+        "mlflow": {"enabled": False},
+    }
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wf")
+    make_tiny_model(root / "tiny-src", fixture_texts())
+    make_glue_fixture(root / "glue", ["rte", "stsb", "mnli", "cola"], n_train=30, n_eval=8)
+    work = copy_workflow(root / "work")
+    (work / "config" / "test.yaml").write_text(yaml.safe_dump(tiny_config(root)))
+    return root, work
+
+
+def run_args(*extra):
+    return ["--configfile", "config/test.yaml", "--replace-workflow-config", *extra]
+
+
+@pytest.mark.slow
+def test_dag_end_to_end_to_glue_csv(project):
+    root, work = project
+    snakemake(work, *run_args())
+    table = work / "results" / "tables" / "glue.csv"
+    rows = list(csv.DictReader(table.open()))
+    assert [r["method"] for r in rows] == ["zeroshot", "fewshot"]
+    assert list(rows[0]) == ["method", "model", "seeds", "rte", "stsb", "mnli_m", "mnli_mm", "average"]
+    for r in rows:
+        assert r["model"] == "tiny" and r["seeds"] == "2"
+        vals = [float(r[c]) for c in ("rte", "stsb", "mnli_m", "mnli_mm")]
+        assert float(r["average"]) == pytest.approx(sum(vals) / 4, abs=0.051)
+    # each score in the table is the mean over seeds of the evaluation files' scores
+    res = [json.loads((work / f"results/eval/zeroshot/tiny/seed{s}/rte.json").read_text()) for s in (1, 2)]
+    assert float(rows[0]["rte"]) == round(100 * sum(r["columns"]["rte"]["score"] for r in res) / 2, 1)
+    assert (work / "results/tables/glue.md").read_text().startswith("# GLUE")
+    assert (work / "results/tables/glue.png").read_bytes()[:4] == b"\x89PNG"
+    preds = (work / "results/eval/fewshot/tiny/seed1/mnli.predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 12 and {json.loads(p)["split"] for p in preds} == {"validation_matched", "validation_mismatched"}
+    fewshot_prompt = json.loads((work / "data/prompts/2shot-seed1/rte/validation.jsonl").read_text().splitlines()[0])
+    assert len(fewshot_prompt["messages"]) == 5  # two demonstrations (user+assistant) and the question
+    for rule in ("download_dataset", "format_prompts", "prepare_model", "evaluate_model", "assemble_table"):
+        assert any((work / "logs" / rule).rglob("*.log")), rule
+    assert any((work / "benchmarks" / "evaluate_model").rglob("*.tsv"))
+
+    # a second run has nothing to do
+    again = snakemake(work, *run_args("-n"))
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_bad_row_fails_naming_file_and_line_and_keeps_results(project):
+    root, work = project
+    table = work / "results/tables/glue.csv"
+    if not table.exists():
+        pytest.skip("needs the end-to-end run first")
+    before = table.read_text()
+    bad_dir = root / "glue-bad"
+    shutil.copytree(root / "glue", bad_dir)
+    lines = (bad_dir / "rte" / "validation.jsonl").read_text().splitlines()
+    row = json.loads(lines[2])
+    del row["sentence2"]
+    lines[2] = json.dumps(row)
+    (bad_dir / "rte" / "validation.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = tiny_config(root, data={"source": "local", "local_dir": str(bad_dir), "max_samples": {"train": 24, "eval": 6}})
+    (work / "config" / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "--configfile", "config/bad.yaml", "--replace-workflow-config", check=False)
+    assert proc.returncode != 0
+    log = (work / "logs/download_dataset/rte/validation.log").read_text()
+    assert f"{bad_dir}/rte/validation.jsonl, line 3: row has no text field 'sentence2'" in log
+    assert not (work / "data/raw/rte/validation.jsonl").exists()  # no half-written output
+    assert table.read_text() == before  # earlier results stay
+    assert (work / "results/eval/zeroshot/tiny/seed1/stsb.json").exists()
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"tasks": ["rte", "nope"]}, "unknown task(s) ['nope']"),
+    ({"methods": ["zeroshot", "magic"]}, "methods"),
+    ({"models": {"m": {"path": "/does/not/exist"}}}, "models.m.path: folder /does/not/exist does not exist"),
+    ({"data": {"source": "local", "local_dir": "/no/such/dir"}}, "data.local_dir: folder /no/such/dir does not exist"),
+    ({"evaluation": {"batch_size": "big"}}, "['evaluation']['batch_size']"),
+])
+def test_bad_config_fails_before_any_job(project, tmp_path, change, msg):
+    root, work = project
+    cfg = tiny_config(root)
+    cfg.update(change)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "-n", "--configfile", str(tmp_path / "c.yaml"), "--replace-workflow-config", check=False)
+    assert proc.returncode != 0
+    assert msg in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Congratulations, your workflow is in a good condition!" in out, out
+
+
+def test_full_grid_plans(tmp_path):
+    """All GLUE tasks, every method, two seeds: the plan lists every evaluation."""
+    cfg = {"tasks": ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "ax"],
+           "methods": ["zeroshot", "fewshot"], "seeds": [1, 2],
+           "models": {"m": {"hub": "org/model"}}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(tmp_path / "grid.yaml"),
+                           "--replace-workflow-config", "--quiet", "rules"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    # 9 labelled tasks x 2 methods x 2 seeds evaluations (ax has no public labels: not in the table)
+    assert "evaluate_model        36" in out or "evaluate_model  36" in " ".join(out.split()).replace("evaluate_model 36", "evaluate_model  36"), out
+    print(f"planned in {time.perf_counter() - t0:.1f}s")
