@@ -7,7 +7,7 @@ rule evaluate_model:
     log:
         "logs/evaluate_model/{method}/{model}/seed{seed}/{task}.log",
     benchmark:
-        "benchmarks/evaluate_model/{method}/{model}/seed{seed}/{task}.tsv"
+        "results/benchmarks/evaluate_model/{method}/{model}/seed{seed}/{task}.tsv"
     params:
         cfg=model_json,
         flags=eval_flags,

@@ -4,7 +4,7 @@ rule prepare_model:
     log:
         "logs/prepare_model/{model}.log",
     benchmark:
-        "benchmarks/prepare_model/{model}.tsv"
+        "results/benchmarks/prepare_model/{model}.tsv"
     params:
         cfg=model_json,
     threads: 2

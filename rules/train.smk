@@ -10,7 +10,7 @@ rule train_sft:
     log:
         "logs/train_sft/{model}/{train_set}/seed{seed}.log",
     benchmark:
-        "benchmarks/train_sft/{model}/{train_set}/seed{seed}.tsv"
+        "results/benchmarks/train_sft/{model}/{train_set}/seed{seed}.tsv"
     params:
         cfg=config_json("sft", "lora", "training", "prompting"),
         prompts=prompts_flags,
@@ -36,7 +36,7 @@ rule train_ppo:
     log:
         "logs/train_ppo/{model}/{train_set}/seed{seed}.log",
     benchmark:
-        "benchmarks/train_ppo/{model}/{train_set}/seed{seed}.tsv"
+        "results/benchmarks/train_ppo/{model}/{train_set}/seed{seed}.tsv"
     params:
         cfg=config_json("ppo", "lora", "training", "prompting"),
         prompts=prompts_flags,
@@ -63,7 +63,7 @@ rule train_sft_ppo:
     log:
         "logs/train_sft_ppo/{model}/{train_set}/seed{seed}.log",
     benchmark:
-        "benchmarks/train_sft_ppo/{model}/{train_set}/seed{seed}.tsv"
+        "results/benchmarks/train_sft_ppo/{model}/{train_set}/seed{seed}.tsv"
     params:
         cfg=config_json("ppo", "lora", "training", "prompting"),
         prompts=prompts_flags,
@@ -90,7 +90,7 @@ rule train_grpo:
     log:
         "logs/train_grpo/{model}/{train_set}/seed{seed}.log",
     benchmark:
-        "benchmarks/train_grpo/{model}/{train_set}/seed{seed}.tsv"
+        "results/benchmarks/train_grpo/{model}/{train_set}/seed{seed}.tsv"
     params:
         cfg=config_json("grpo", "ppo", "lora", "training", "prompting"),
         prompts=prompts_flags,

@@ -88,7 +88,7 @@ def test_dag_end_to_end_to_glue_csv(project):
     assert len(fewshot_prompt["messages"]) == 5  # two demonstrations (user+assistant) and the question
     for rule in ("download_dataset", "format_prompts", "prepare_model", "evaluate_model", "assemble_table"):
         assert any((work / "logs" / rule).rglob("*.log")), rule
-    assert any((work / "benchmarks" / "evaluate_model").rglob("*.tsv"))
+    assert any((work / "results" / "benchmarks" / "evaluate_model").rglob("*.tsv"))
 
     # a second run has nothing to do
     again = snakemake(work, *run_args("-n"))
