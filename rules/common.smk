@@ -97,12 +97,16 @@ def sft_adapter(wildcards):
     return adapter_file("sft", wildcards.model, wildcards.train_set, wildcards.seed)
 
 
-def launcher(wildcards, threads, resources):
-    """`accelerate launch` with one process per GPU the job holds (one CPU process without)."""
-    n = max(int(resources.get("gpu", 0)), 1)
+def launcher(wildcards, resources):
+    """Own GPU slots, then `accelerate launch` with one process per GPU (one CPU process without)."""
     acc = config["training"]["accelerate_config"]
-    cfg = f"--config_file {acc} " if acc else ""
-    return f"accelerate launch {cfg}--num_processes {n} --num_machines 1 --dynamo_backend no --mixed_precision no"
+    cfg = f" --accelerate-config {acc}" if acc else ""
+    return f"python -m gluerl.gpus --count {resources.gpu} --accelerate{cfg} --"
+
+
+def gpu_slots(wildcards, resources):
+    """Own GPU slots for a single-process job (CUDA_VISIBLE_DEVICES set to them)."""
+    return f"python -m gluerl.gpus --count {resources.gpu} --"
 
 
 # ---- evaluation ----

@@ -11,6 +11,7 @@ rule evaluate_model:
     params:
         cfg=model_json,
         flags=eval_flags,
+        gpus=gpu_slots,
     threads: 2
     resources:
         mem_mb=16000,
@@ -18,7 +19,7 @@ rule evaluate_model:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python scripts/evaluate.py --config-json {params.cfg:q} --task {wildcards.task} "
+        "{params.gpus} python scripts/evaluate.py --config-json {params.cfg:q} --task {wildcards.task} "
         "--method {wildcards.method} --model {wildcards.model} --seed {wildcards.seed} "
         "--model-dir {input.model} {params.flags} --output {output.result} "
         "--predictions {output.predictions} > {log} 2>&1"
