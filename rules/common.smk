@@ -149,4 +149,4 @@ def table_inputs(wildcards):
 
 def table_targets():
     benches = sorted({t.benchmark for t in TASKS if t.labelled})
-    return [f"results/tables/{b}.{ext}" for b in benches for ext in ("csv", "md", "png")]
+    return [f"results/tables/{b}.{ext}" for b in benches for ext in ("csv", "md", "png", "json")]

@@ -5,6 +5,7 @@ rule assemble_table:
         csv="results/tables/{benchmark}.csv",
         markdown="results/tables/{benchmark}.md",
         png="results/tables/{benchmark}.png",
+        metrics="results/tables/{benchmark}.json",
     log:
         "logs/assemble_table/{benchmark}.log",
     params:
@@ -16,4 +17,4 @@ rule assemble_table:
         "../envs/core.yaml"
     shell:
         "python scripts/assemble_table.py --config-json {params.cfg:q} --benchmark {wildcards.benchmark} "
-        "--csv {output.csv} --markdown {output.markdown} --png {output.png} {input} > {log} 2>&1"
+        "--csv {output.csv} --markdown {output.markdown} --png {output.png} --metrics {output.metrics} {input} > {log} 2>&1"

@@ -2,14 +2,15 @@
 
     python scripts/assemble_table.py --config config/config.yaml --benchmark glue \
         --csv results/tables/glue.csv --markdown results/tables/glue.md --png results/tables/glue.png \
+        --metrics results/tables/glue.json \
         results/eval/*/*/seed*/*.json
 """
 
 from __future__ import annotations
 
 from gluerl import cli
-from gluerl.io import write_text
-from gluerl.tables import bar_chart, build_table, load_results, to_csv, to_markdown
+from gluerl.io import write_json, write_text
+from gluerl.tables import bar_chart, build_table, load_results, to_csv, to_markdown, to_metrics
 from gluerl.tasks import get_task
 
 
@@ -19,6 +20,7 @@ def main(argv=None):
     p.add_argument("--csv", required=True)
     p.add_argument("--markdown", required=True)
     p.add_argument("--png", required=True)
+    p.add_argument("--metrics", help="nested JSON of the scores (for dvc metrics show)")
     p.add_argument("results", nargs="+", help="evaluation result JSON files")
     args = p.parse_args(argv)
     cfg = cli.load(args)
@@ -30,6 +32,8 @@ def main(argv=None):
     write_text(args.csv, to_csv(header, rows))
     write_text(args.markdown, to_markdown(header, rows, title))
     bar_chart(header, rows, args.png, title)
+    if args.metrics:
+        write_json(args.metrics, to_metrics(header, rows))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,14 @@ def to_csv(header: list[str], rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def to_metrics(header: list[str], rows: list[dict]) -> dict:
+    """Nested ``{model: {method: {column: score}}}`` for ``dvc metrics show``."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["model"], {})[r["method"]] = {h: r.get(h) for h in header[3:]}
+    return out
+
+
 def to_markdown(header: list[str], rows: list[dict], title: str) -> str:
     def fmt(v):
         return "–" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
