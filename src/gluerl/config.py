@@ -89,8 +89,12 @@ def check_names(cfg: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: data.local_dir: folder {d} does not exist")
 
 
-def load_config(path: str | Path | None = None, overrides: dict | str | None = None, check: bool = True) -> dict:
-    """Config from a YAML file and/or a JSON override, with defaults filled and names checked."""
+def load_config(path: str | Path | None = None, overrides: dict | str | None = None, check: bool = False) -> dict:
+    """Config from a YAML file and/or a JSON override, with defaults filled (and names checked if ``check``).
+
+    Stage scripts leave ``check`` off: they get only the sections they read, and each checks the
+    names it uses; the workflow checks the whole experiment before planning.
+    """
     cfg: dict[str, Any] = {}
     source = "config"
     if path is not None:
