@@ -1,0 +1,72 @@
+"""Supervised fine-tuning (the SFT warm start): a LoRA adapter trained on the gold answers with TRL's SFTTrainer.
+
+# Full training (one task; several --prompts train one adapter on all of them, mixed)
+```
+accelerate launch scripts/train_sft.py \
+    --config config/config.yaml \
+    --config-json '{"sft": {"max_steps": 100}}' \
+    --model-dir results/models/smollm2-135m \
+    --prompts rte=data/prompts/0shot/rte/train.jsonl \
+    --output-dir results/checkpoints/sft/smollm2-135m/rte/seed1 \
+    --seed 1
+```
+
+Hyperparameters come from the config's `sft` section (learning_rate, num_train_epochs, max_steps,
+per_device_train_batch_size, gradient_accumulation_steps, warmup_ratio, max_length, logging_steps,
+save_steps), the adapter from `lora`, the dtype from `training.dtype` (bf16 on a GPU that supports
+it, fp32 on CPU) and the prompt rendering from `prompting.chat_template`. The loss is on the answer
+(`word</Judgement>` + EOS) only.
+
+Writes into --output-dir: adapter_config.json, adapter_model.safetensors, metrics.jsonl (one line
+per logging step) and train_summary.json; intermediate checkpoints go to {output-dir}/checkpoints
+and a rerun resumes from the last one. Bad input (a config key, a prompt file row) exits with
+status 1 and a one-line message naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="experiment config (YAML); defaults fill what it leaves out")
+    p.add_argument("--config-json", metavar="JSON", help="JSON object merged over --config (Snakemake passes the sections a rule reads)")
+    p.add_argument("--model-dir", required=True, help="prepared model folder (results/models/{model})")
+    p.add_argument("--prompts", action="append", required=True, metavar="TASK=FILE",
+                   help="zero-shot prompt file of a task's train split; repeat for multi-task training")
+    p.add_argument("--output-dir", required=True, help="folder for the adapter, metrics.jsonl and train_summary.json")
+    p.add_argument("--seed", type=int, default=1, help="training seed (data order, LoRA init, dropout)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (off unless you trust it)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep {output-dir}/checkpoints after a successful run")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gluerl.config import load_config
+    from gluerl.errors import GlueRLError
+    from gluerl.sft import train_sft
+    from gluerl.training import parse_task_files
+
+    try:
+        cfg = load_config(args.config, args.config_json, check=False)
+        summary = train_sft(cfg, args.model_dir, parse_task_files(args.prompts), args.output_dir, seed=args.seed,
+                            trust_remote_code=args.trust_remote_code, keep_checkpoints=args.keep_checkpoints)
+    except GlueRLError as e:
+        logging.getLogger("gluerl").error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    logging.getLogger("gluerl.train_sft").info(
+        "adapter in %s (%d steps, loss %s -> %s)", args.output_dir, summary["steps"], summary["first_loss"],
+        summary["final_loss"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
