@@ -1,5 +1,8 @@
 # Helpers, target lists and wildcard constraints shared by every stage. Nothing here runs a job.
 import json
+import os
+import time
+import uuid
 
 from gluerl.config import check_names, validate as validate_config
 from gluerl.prompts import template_name
@@ -10,6 +13,9 @@ from gluerl.tasks import registry
 # cannot express (task and model names), both before any job is planned.
 validate_config(config, "config")
 check_names(config, "config")
+
+# one id per invocation: every MLflow run of the jobs it starts carries it (the jobs inherit it)
+os.environ.setdefault("GLUERL_PIPELINE_ID", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8])
 
 REGISTRY = registry(config["task_files"])
 TASKS = [REGISTRY[t] for t in config["tasks"]]
@@ -29,11 +35,12 @@ wildcard_constraints:
 
 # ---- config passed as params: exactly the sections each job reads (a change reruns it) ----
 def config_json(*sections):
-    return json.dumps({s: config[s] for s in ("task_files", *sections)}, sort_keys=True)
+    return json.dumps({s: config[s] for s in ("task_files", "mlflow", *sections)}, sort_keys=True)
 
 
 def model_json(wildcards):
-    return json.dumps({"task_files": config["task_files"], "models": {wildcards.model: config["models"][wildcards.model]},
+    return json.dumps({"task_files": config["task_files"], "mlflow": config["mlflow"],
+                       "models": {wildcards.model: config["models"][wildcards.model]},
                        "evaluation": config["evaluation"], "prompting": config["prompting"]}, sort_keys=True)
 
 

@@ -16,5 +16,5 @@ rule assemble_table:
     conda:
         "../envs/core.yaml"
     shell:
-        "python scripts/assemble_table.py --config-json {params.cfg:q} --benchmark {wildcards.benchmark} "
+        "GLUERL_RULE=assemble_table python scripts/assemble_table.py --config-json {params.cfg:q} --benchmark {wildcards.benchmark} "
         "--csv {output.csv} --markdown {output.markdown} --png {output.png} --metrics {output.metrics} {input} > {log} 2>&1"

@@ -15,6 +15,7 @@ invalid rate, the number of examples and the speed; the predictions file every c
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from gluerl import cli
@@ -23,6 +24,7 @@ from gluerl.evaluation import evaluate_split
 from gluerl.io import read_jsonl, write_json, write_jsonl
 from gluerl.models import load_model, load_tokenizer
 from gluerl.tasks import get_task
+from gluerl.tracking import flatten, start_run
 
 log = logging.getLogger("gluerl.evaluate")
 
@@ -51,6 +53,15 @@ def main(argv=None):
             raise DataError("prompt file is empty", files[split])
     spec = cfg["models"].get(args.model, {})
     ev = cfg["evaluation"]
+    params = {**flatten(ev, "evaluation"), **flatten(cfg["prompting"], "prompting"), "model": args.model,
+              "task": task.name, "method": args.method, "seed": args.seed, "adapter": args.adapter or "",
+              "snakemake_rule": os.environ.get("GLUERL_RULE", "")}
+    with start_run(cfg["mlflow"], f"eval-{args.method}-{args.model}-{task.name}-seed{args.seed}", "evaluate",
+                   params) as tracker:
+        evaluate(args, cfg, task, records, files, spec, ev, tracker)
+
+
+def evaluate(args, cfg, task, records, files, spec, ev, tracker):
     t0 = time.perf_counter()
     tok = load_tokenizer(args.model_dir, spec.get("trust_remote_code", False))
     model = load_model(args.model_dir, args.adapter, ev["dtype"], ev["device"], spec.get("trust_remote_code", False))
@@ -63,12 +74,16 @@ def main(argv=None):
         log.info("%s %s[%s]: %s", args.method, task.name, split,
                  {k: round(v, 4) for k, v in res.items() if isinstance(v, float)})
     write_jsonl(args.predictions, predictions)
+    for col, res in columns.items():
+        tracker.log_metrics({f"{col}.{k}": v for k, v in res.items() if isinstance(v, (int, float))})
     write_json(args.output, {
         "task": task.name, "benchmark": task.benchmark, "method": args.method, "model": args.model,
         "seed": args.seed, "adapter": args.adapter, "columns": columns,
         "load_seconds": round(load_seconds, 3), "evaluation": ev,
         "chat_template": cfg["prompting"]["chat_template"],
     })
+    tracker.log_artifact(args.output)
+    tracker.log_artifact(args.predictions)
 
 
 if __name__ == "__main__":
