@@ -24,6 +24,7 @@ include: "rules/models.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
+include: "rules/plots.smk"
 
 
 rule all:

@@ -154,6 +154,21 @@ def table_inputs(wildcards):
     ]
 
 
+def training_summaries(wildcards=None):
+    """train_summary.json of every training run the configured methods need."""
+    sets = sorted({train_set(t) for t in TASKS if t.labelled})
+    return [
+        f"results/checkpoints/{m}/{model}/{s}/seed{seed}/train_summary.json"
+        for m in config["methods"] if m in TRAINED
+        for model in config["models"]
+        for s in sets
+        for seed in config["seeds"]
+    ]
+
+
 def table_targets():
     benches = sorted({t.benchmark for t in TASKS if t.labelled})
-    return [f"results/tables/{b}.{ext}" for b in benches for ext in ("csv", "md", "png", "json")]
+    targets = [f"results/tables/{b}.{ext}" for b in benches for ext in ("csv", "md", "png", "json")]
+    if training_summaries():
+        targets.append("results/plots/training_curves.png")
+    return targets
