@@ -13,6 +13,12 @@ stop string cannot be set through the config. :class:`RuleGRPOTrainer` instead (
 after the first ``</Judgement>`` token, so the tokens the policy gradient sees are exactly the
 answer the reward read; completions without the tag run to ``grpo.max_completion_length``.
 
+Other GRPO settings are TRL 1.16's defaults: ``loss_type="dapo"`` (token-level normalisation),
+``scale_rewards="group"``, one optimisation pass per generation batch (``num_iterations=1``),
+``top_p=1``, no top-k; with ``beta > 0`` the KL reference is the base model (adapter disabled), or
+a frozen copy of ``init_adapter`` when training starts from one. Gradient checkpointing is on (TRL's
+default), as in SFT.
+
 Output, in ``output_dir``: the adapter (``adapter_config.json``, ``adapter_model.safetensors``),
 ``metrics.jsonl`` (per logging step: ``reward``, ``reward_std``, ``loss``, ``kl``,
 ``completions/mean_length``, ``rule/correct_rate``, ``rule/invalid_rate``, ...) and
@@ -150,6 +156,9 @@ def grpo_args(cfg: dict[str, Any], output_dir: str | Path, seed: int = 1, device
             top_k=0,
             beta=float(g["beta"]),
             shuffle_dataset=True,
+            # completions cut at </Judgement> end without EOS: TRL counts them as "clipped"
+            # (completions/clipped_ratio), so they must not be masked out of the loss
+            mask_truncated_completions=False,
             log_completions=False,
         )
     except ValueError as e:

@@ -7,9 +7,11 @@ plain text (not a list of messages), TRL does not apply the chat template again;
 prompt and prompt+completion and masks the prompt tokens (label -100), so the loss is on the
 answer and the EOS only (TRL's completion-only loss).
 
-Tokens: the prompt is tokenized as evaluation tokenizes it. A tokenizer that adds a BOS by
-itself would double the BOS that a chat template already writes as text; the text BOS is then
-removed (:func:`strip_template_bos`), so the model sees exactly one.
+Tokens: TRL calls the tokenizer with its special tokens on, evaluation without them. A tokenizer
+that adds a BOS by itself would then double the BOS that a chat template already writes as text;
+that text BOS is removed (:func:`strip_template_bos`), so training sees exactly the tokens
+evaluation feeds the model. (Plain prompts, without a chat template, get the tokenizer's own BOS
+in training and none in evaluation, for tokenizers that add one.)
 
 A run writes, in ``output_dir``:
 
