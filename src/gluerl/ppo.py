@@ -293,25 +293,29 @@ STATE_FILE = "trainer_state.json"
 
 
 def rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy, torch (and CUDA) RNG states as plain JSON-able values."""
     import numpy as np
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
-             "torch": torch.get_rng_state()}
+    version, internal, gauss_next = random.getstate()
+    state = {"python": [version, list(internal), gauss_next],
+             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+             "torch": torch.get_rng_state().tolist()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     import numpy as np
 
-    random.setstate(state["python"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -357,7 +361,8 @@ class PPOTrainer:
         self.callbacks = list(callbacks)
         self.rule = RewardRule(**self.ppo["reward"])
         self.tasks = {r["task"]: get_task(r["task"], cfg.get("task_files", ())) for r in self.records}
-        self.acc = accelerator or Accelerator()
+        # on a machine without CUDA, accelerate only sets up multi-process (gloo) training when told cpu=True
+        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.main, self.rank, self.world = self.acc.is_main_process, self.acc.process_index, self.acc.num_processes
         self.device = self.acc.device
 
@@ -613,7 +618,7 @@ class PPOTrainer:
             self.model.policy.save_pretrained(tmp / "adapter")
             save_file(self._value_head_tensors(), tmp / "value_head.safetensors")
             torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
-            torch.save(rng, tmp / "rng.pt")
+            write_json(tmp / "rng.json", rng)
             write_json(tmp / STATE_FILE, {
                 "step": self.step, "cursor": self.cursor, "kl_controller": self.kl_ctl.state_dict(),
                 "model": self.model_id, "seed": self.seed, "num_processes": self.world,
@@ -638,16 +643,16 @@ class PPOTrainer:
         if state.get("model") != self.model_id:
             raise TrainingError(f"checkpoint {ckpt} was trained from another model ({state.get('model')}), not "
                                 f"{self.model_id}; use another output folder or delete {ckpt.parent}")
-        adapter = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"), device=str(self.device))
+        adapter = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
         result = set_peft_model_state_dict(self.model.policy, adapter)
         if getattr(result, "unexpected_keys", None):
             raise TrainingError(f"checkpoint {ckpt}: adapter does not fit the model ({result.unexpected_keys[:3]})")
-        self.model.value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors"), device=str(self.device)))
-        self.opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
+        self.model.value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors")))
+        self.opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.step, self.cursor = int(state["step"]), int(state["cursor"])
         self.train_seconds, self.last_metrics = float(state.get("train_seconds", 0.0)), state.get("last_metrics", {})
-        rng = torch.load(ckpt / "rng.pt", weights_only=True)
+        rng = json.loads((ckpt / "rng.json").read_text())
         if len(rng) == self.world:
             set_rng_state(rng[self.rank])
         else:
