@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,13 +66,19 @@ def main(argv=None) -> int:
     from gluerl.config import load_config
     from gluerl.errors import GlueRLError
     from gluerl.grpo import train_grpo
-    from gluerl.training import parse_task_files
+    from gluerl.tracking import MlflowTrainerCallback, start_run
+    from gluerl.training import log_training_outputs, parse_task_files, run_params
 
     try:
         cfg = load_config(args.config, args.config_json, check=False)
-        summary = train_grpo(cfg, args.model_dir, parse_task_files(args.prompts), args.output_dir, seed=args.seed,
-                             init_adapter=args.init_adapter, trust_remote_code=args.trust_remote_code,
-                             keep_checkpoints=args.keep_checkpoints)
+        params = run_params(cfg, ("grpo", "lora", "training", "prompting"), args.model_dir, args.prompts, args.seed)
+        run_name = f"grpo-{Path(args.model_dir).name}-{'+'.join(t.split('=')[0] for t in args.prompts)}-seed{args.seed}"
+        with start_run(cfg["mlflow"], run_name, "grpo", params) as tracker:
+            summary = train_grpo(cfg, args.model_dir, parse_task_files(args.prompts), args.output_dir, seed=args.seed,
+                                 init_adapter=args.init_adapter, trust_remote_code=args.trust_remote_code,
+                                 keep_checkpoints=args.keep_checkpoints,
+                                 callbacks=[MlflowTrainerCallback(tracker)])
+            log_training_outputs(tracker, args.output_dir, summary)
     except GlueRLError as e:
         logging.getLogger("gluerl").error("%s", e)
         print(f"error: {e}", file=sys.stderr)

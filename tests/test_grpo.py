@@ -222,10 +222,10 @@ def test_cli_end_to_end_with_accelerate(model_dir, sst2_file, tmp_path):
     cfg = {"grpo": {**LEARN_CFG["grpo"], "max_steps": 2, "per_device_train_batch_size": 8, "logging_steps": 1}}
     launch = ([shutil.which("accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
                "--dynamo_backend", "no", "--mixed_precision", "no"] if shutil.which("accelerate") else [sys.executable])
-    cmd = launch + ["scripts/train_grpo.py", "--config-json", json.dumps(cfg), "--model-dir", str(model_dir),
+    cmd = launch + [str(ROOT / "scripts" / "train_grpo.py"), "--config-json", json.dumps(cfg), "--model-dir", str(model_dir),
                     "--prompts", f"sst2={sst2_file}", "--prompts", f"cola={cola}", "--init-adapter", str(init),
                     "--output-dir", str(out), "--seed", "1"]
-    res = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     summary = json.loads((out / "train_summary.json").read_text())
@@ -237,7 +237,7 @@ def test_cli_end_to_end_with_accelerate(model_dir, sst2_file, tmp_path):
 
 def test_cli_bad_input_exits_1(model_dir, tmp_path):
     missing = tmp_path / "nope.jsonl"
-    cmd = [sys.executable, "scripts/train_grpo.py", "--model-dir", str(model_dir), "--prompts", f"sst2={missing}",
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_grpo.py"), "--model-dir", str(model_dir), "--prompts", f"sst2={missing}",
            "--output-dir", str(tmp_path / "out")]
-    res = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 1 and str(missing) in res.stderr and "Traceback" not in res.stderr

@@ -194,9 +194,9 @@ def test_cli_multi_task_end_to_end(model_dir, sst2_file, tmp_path):
     cola = write_prompts(tmp_path / "cola" / "train.jsonl", "cola", 16)
     out = tmp_path / "out"
     cfg = {"sft": {**TRAIN_CFG["sft"], "max_steps": 3, "logging_steps": 1}}
-    cmd = [sys.executable, "scripts/train_sft.py", "--config-json", json.dumps(cfg), "--model-dir", str(model_dir),
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_sft.py"), "--config-json", json.dumps(cfg), "--model-dir", str(model_dir),
            "--prompts", f"sst2={sst2_file}", "--prompts", f"cola={cola}", "--output-dir", str(out), "--seed", "2"]
-    res = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     summary = json.loads((out / "train_summary.json").read_text())
@@ -213,9 +213,9 @@ def test_cli_bad_prompt_file_exits_1_naming_file_and_line(model_dir, tmp_path):
     rows[2]["label"] = None
     rows[2]["answer"] = None
     write_jsonl(bad, rows)
-    cmd = [sys.executable, "scripts/train_sft.py", "--model-dir", str(model_dir), "--prompts", f"sst2={bad}",
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_sft.py"), "--model-dir", str(model_dir), "--prompts", f"sst2={bad}",
            "--output-dir", str(tmp_path / "out")]
-    res = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 1
     assert str(bad) in res.stderr and "line 3" in res.stderr and "label" in res.stderr
     assert "Traceback" not in res.stderr

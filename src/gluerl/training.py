@@ -75,3 +75,29 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def run_params(cfg: dict[str, Any], sections: Sequence[str], model_dir: str | Path, prompt_files: Sequence[str],
+               seed: int, **extra: Any) -> dict[str, Any]:
+    """MLflow params of a training run: its config sections (flattened), model, tasks, seed, rule."""
+    import os
+
+    from .tracking import flatten
+
+    params: dict[str, Any] = {}
+    for s in sections:
+        params.update(flatten(cfg.get(s, {}), s))
+    tasks = [p.split("=", 1)[0] for p in prompt_files]
+    params.update(model=Path(model_dir).name, tasks=",".join(tasks), seed=seed,
+                  snakemake_rule=os.environ.get("GLUERL_RULE", ""), **extra)
+    return params
+
+
+def log_training_outputs(tracker, output_dir: str | Path, summary: dict[str, Any]) -> None:
+    """Final numbers and files of a training run (best effort: tracking never loses the adapter)."""
+    tracker.log_metrics({f"final.{k}": v for k, v in summary.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for name in ("train_summary.json", "metrics.jsonl", "adapter_config.json"):
+        path = Path(output_dir) / name
+        if path.is_file():
+            tracker.log_artifact(path)
