@@ -4,6 +4,8 @@
 #
 # This file only wires the stages together; the logic lives in the `gluerl` package, the commands
 # in scripts/, helpers and target lists in rules/common.smk, the experiment in config/.
+import os
+
 from snakemake.utils import min_version, validate
 
 from gluerl.config import SCHEMA_PATH
@@ -11,7 +13,9 @@ from gluerl.config import SCHEMA_PATH
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The experiment: $GLUERL_CONFIG (inherited by local and SLURM jobs alike) or the demo; overlays
+# such as config/offline.yaml go on top with --configfile.
+configfile: os.environ.get("GLUERL_CONFIG", "config/config.yaml")
 
 
 validate(config, SCHEMA_PATH)
