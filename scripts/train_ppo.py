@@ -1,4 +1,4 @@
-"""Train a LoRA adapter with PPO and the rule reward (gluerl.ppo), one or several tasks.
+r"""Train a LoRA adapter with PPO and the rule reward (gluerl.ppo), on one task or several mixed.
 
     accelerate launch --num_processes 2 scripts/train_ppo.py --config config/config.yaml \
         --config-json '{"ppo": {"steps": 200}}' --model-dir results/models/smollm2-135m \
@@ -7,12 +7,15 @@
         [--init-adapter results/checkpoints/sft/smollm2-135m/rte/seed1]
 
 Also runs as ``torchrun --nproc_per_node 2 scripts/train_ppo.py ...`` and, single process, as
-``python scripts/train_ppo.py ...``. Several ``--prompts TASK=FILE`` train one adapter on all the
-tasks mixed (each episode is scored by its own task's rule). Hyperparameters come from the
-config's ``ppo`` and ``lora`` sections. The output folder gets the adapter
-(``adapter_config.json``, ``adapter_model.safetensors``), ``value_head.safetensors``,
-``metrics.jsonl`` (one line per step), ``train_summary.json`` and ``checkpoints/step-N/`` (the
-last two); rerunning the command resumes from the latest checkpoint there.
+``python scripts/train_ppo.py ...``. Accelerate makes ``--num_processes 2`` two processes only on
+a machine with more than one GPU; elsewhere (CPU: gloo) add ``--multi_gpu`` or use torchrun. The
+first log line (``PPO: ... N process(es)``) says how many took part.
+
+Several ``--prompts TASK=FILE`` train one adapter on all the tasks mixed (each episode is scored by
+its own task's rule). Hyperparameters come from the config's ``ppo`` and ``lora`` sections. The
+output folder gets the adapter (``adapter_config.json``, ``adapter_model.safetensors``),
+``value_head.safetensors``, ``metrics.jsonl`` (one line per step), ``train_summary.json`` and
+``checkpoints/step-N/`` (the last two); rerunning the command resumes from the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from gluerl.errors import GlueRLError
+from gluerl.errors import ConfigError, GlueRLError
 
 log = logging.getLogger("gluerl.train_ppo")
 
@@ -53,6 +57,8 @@ def main(argv=None) -> int:
 
         cfg = load_config(args.config, args.config_json)
         files = parse_task_files(args.prompts)
+        if not (Path(args.model_dir) / "config.json").is_file():
+            raise ConfigError(f"--model-dir {args.model_dir} has no config.json; run the prepare_model step first")
         tokenizer = load_tokenizer(args.model_dir)
         records = load_train_records(files, tokenizer, cfg["prompting"]["chat_template"], cfg["task_files"])
         trainer = PPOTrainer(cfg, args.model_dir, records, args.output_dir, seed=args.seed,

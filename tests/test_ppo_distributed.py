@@ -118,7 +118,9 @@ def test_resumed_run_equals_uninterrupted_run(setup):
     for rank in (0, 1):
         for k in fresh[rank]:
             assert torch.equal(resumed[rank][k], fresh[rank][k]), (rank, k)
-    kl = lambda d: [json.loads(x)["kl"] for x in (setup["root"] / d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    def kl(run):
+        return [json.loads(x)["kl"] for x in (setup["root"] / run / "metrics.jsonl").read_text().splitlines()]
+
     assert kl("out") == kl("fresh")
 
 

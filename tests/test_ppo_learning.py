@@ -3,8 +3,8 @@
 The task is generated STS-B (``gluerl.testing.generate_rows``): the answer is read as the first
 number in the completion and scored ``2.5 - |pred - gold|``, ``-2.5`` with no number. A random
 model writes a number in about a third of its completions, so the reward starts near -2 and the
-signal is dense enough to learn from in 15 updates of 24 episodes (seed-independent: seeds 1-3 all
-end 1.5+ above their start). With ``learning_rate: 0`` the same assertion fails.
+signal is dense enough to learn from in 15 updates of 24 episodes: seeds 1, 2 and 3 each end 1.9
+to 2.4 above their start (the test asks for 1.0). With ``learning_rate: 0`` the same check fails.
 
 (Generated SST-2 also learns, from -3 to about -0.5 with seed 1, but only ~2% of random
 completions name exactly one label word with word boundaries, so how fast it takes off depends
@@ -54,6 +54,16 @@ def make_model(path, hidden=64, out_std=0.15, seed=0):
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the tiny model gains nothing from more, and on a shared 2-core machine
+    OpenMP threads waiting on another busy process made steps 10-40x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo_learn")
@@ -79,11 +89,12 @@ def improvement(rewards):
     return sum(rewards[-3:]) / 3 - sum(rewards[:3]) / 3
 
 
-def test_ppo_raises_mean_reward(setup, tmp_path):
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ppo_raises_mean_reward(setup, tmp_path, seed):
     seen = []
-    _, summary = train(setup, tmp_path / "run", callbacks=[seen.append])
+    _, summary = train(setup, tmp_path / "run", seed=seed, callbacks=[seen.append])
     rewards = [m["reward_mean"] for m in seen]
-    print("PPO learning curve (reward_mean per step):", " ".join(f"{r:.2f}" for r in rewards))
+    print(f"PPO learning curve, seed {seed} (reward_mean per step):", " ".join(f"{r:.2f}" for r in rewards))
     assert len(rewards) == PPO["steps"]
     assert sum(rewards[:3]) / 3 < -1.5, "a random model should start mostly without a number"
     assert improvement(rewards) > 1.0, rewards
@@ -96,16 +107,25 @@ def test_ppo_raises_mean_reward(setup, tmp_path):
                 "value_clipfrac", "explained_variance", "tokens_per_second", "seconds_generation",
                 "seconds_scoring", "seconds_optimisation", "accuracy"):
         assert key in lines[-1], key
-    assert lines[-1]["invalid_rate"] < lines[0]["invalid_rate"]
+    assert sum(m["invalid_rate"] for m in lines[-3:]) < sum(m["invalid_rate"] for m in lines[:3])
     for name in ("adapter_config.json", "adapter_model.safetensors", "value_head.safetensors", "train_summary.json"):
         assert (tmp_path / "run" / name).is_file(), name
 
-    # warm start from that adapter: the policy differs from the reference (base) from the first step
-    seen2 = []
-    train(setup, tmp_path / "warm", init_adapter=tmp_path / "run", callbacks=[seen2.append], steps=1, batch_size=8,
-          mini_batch_size=8)
-    assert seen2[0]["kl"] > 0.1
-    assert seen2[0]["reward_mean"] > sum(rewards[:3]) / 3 + 0.5
+
+def test_init_adapter_is_loaded_trainable(setup, tmp_path):
+    from safetensors.torch import load_file
+
+    train(setup, tmp_path / "first", steps=3, batch_size=8, mini_batch_size=8)
+    saved = load_file(str(tmp_path / "first" / "adapter_model.safetensors"))
+    seen = []
+    trainer, _ = train(setup, tmp_path / "warm", init_adapter=tmp_path / "first", callbacks=[seen.append],
+                       steps=1, batch_size=8, mini_batch_size=8, learning_rate=0.0)
+    loaded = {n: p for n, p in trainer.model.policy.named_parameters() if p.requires_grad}
+    assert len(loaded) == len(saved)
+    for name, tensor in saved.items():  # saved names lack the adapter name ("default")
+        key = name.replace(".weight", ".default.weight")
+        assert torch.equal(loaded[key].detach(), tensor), name
+    assert seen[0]["kl"] > 0.05  # the warm policy differs from the reference (the base model) from step 1
 
 
 def test_same_check_fails_without_learning(setup, tmp_path):

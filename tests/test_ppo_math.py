@@ -13,7 +13,8 @@ t = lambda *rows: torch.tensor(rows, dtype=torch.float32)  # noqa: E731
 
 
 def close(a, b, tol=1e-5):
-    assert torch.allclose(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol), (a, b)
+    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+    assert torch.allclose(a, b, atol=tol), (a, b)
 
 
 # --- GAE ------------------------------------------------------------------------------------

@@ -277,8 +277,9 @@ class PolicyWithValueHead(nn.Module):
 def model_identity(config, model_dir: str | Path) -> dict[str, str]:
     """Name and config hash of the base model, stored in checkpoints so a resume can refuse another model."""
     cfg = config.to_dict()
-    for volatile in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_cache", "_attn_implementation"):
-        cfg.pop(volatile, None)
+    volatile = ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "use_cache", "_attn_implementation")
+    for key in volatile:
+        cfg.pop(key, None)
     digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
     info = Path(model_dir) / "gluerl_model.json"
     name = json.loads(info.read_text()).get("name") if info.is_file() else None
@@ -450,19 +451,19 @@ class PPOTrainer:
         scores = [score_prediction(p, r["label"], self.tasks[r["task"]], self.rule) for p, r in zip(preds, records)]
         input_ids = torch.cat([enc["input_ids"], response], dim=1)
         attention_mask = torch.cat([enc["attention_mask"], torch.ones_like(response)], dim=1)
-        R, T = response.shape[1], ppo["temperature"]
+        # log-probs of the sampling distribution (logits / temperature), in eval mode (no dropout), in
+        # chunks of mini_batch_size; the reference is the same model with the adapter switched off
+        R, T, mb = response.shape[1], ppo["temperature"], ppo["mini_batch_size"]
         logprobs, ref_logprobs, values, entropy = [], [], [], []
-        for s in range(0, len(records), ppo["mini_batch_size"]):
-            ids, am, resp = input_ids[s:s + ppo["mini_batch_size"]], attention_mask[s:s + ppo["mini_batch_size"]], \
-                response[s:s + ppo["mini_batch_size"]]
-            logits, v = model(ids, am, R)
+        for chunk in (slice(s, s + mb) for s in range(0, len(records), mb)):
+            logits, v = model(input_ids[chunk], attention_mask[chunk], R)
             logits = logits.float() / T
-            logprobs.append(logprobs_from_logits(logits, resp))
+            logprobs.append(logprobs_from_logits(logits, response[chunk]))
             entropy.append(entropy_from_logits(logits))
             values.append(v)
             with model.policy.disable_adapter():
-                ref_logits, _ = model(ids, am, R)
-            ref_logprobs.append(logprobs_from_logits(ref_logits.float() / T, resp))
+                ref_logits, _ = model(input_ids[chunk], attention_mask[chunk], R)
+            ref_logprobs.append(logprobs_from_logits(ref_logits.float() / T, response[chunk]))
         t2 = time.perf_counter()
         return {
             "input_ids": input_ids, "attention_mask": attention_mask, "response": response, "mask": mask.float(),
@@ -516,7 +517,17 @@ class PPOTrainer:
         return out
 
     def train_step(self) -> dict[str, Any]:
-        """One PPO update on every process; returns the metrics (averaged over processes)."""
+        """One PPO update on every process; returns its metrics, over the episodes of all processes.
+
+        ``reward_mean``: mean rule score; ``accuracy``: right answers among classification episodes
+        (None without any); ``invalid_rate``: unparseable answers; ``kl``: mean over episodes of the
+        summed per-token ``logp - ref_logp``; ``kl_coef``: the coefficient used for this step's
+        rewards (``kl_coef_next`` after the controller update); ``entropy``: mean per-token entropy of
+        the sampling distribution; losses, clip fractions, ``approx_kl`` and ``grad_norm``: means over
+        minibatches; ``tokens_per_second``: response tokens of all processes per second of the step;
+        ``seconds_*``: generation (sampling), scoring (rule reward and the no-grad forward passes),
+        optimisation (GAE and the PPO epochs).
+        """
         t0 = time.perf_counter()
         bs = self.ppo["batch_size"]
         idx = self.episode_indices(self.cursor + self.rank * bs, bs)
@@ -533,7 +544,8 @@ class PPOTrainer:
         seq_kl = ((roll["logprobs"] - roll["ref_logprobs"]) * mask).sum(1)
         classif = [(p, r["label"]) for p, r in zip(roll["preds"], records) if not self.tasks[r["task"]].is_regression]
         sums = self._reduce([
-            float(scores.sum()), len(records), sum(p is not None and int(p) == int(g) for p, g in classif), len(classif),
+            float(scores.sum()), len(records),
+            sum(p is not None and int(p) == int(g) for p, g in classif), len(classif),
             sum(p is None for p in roll["preds"]), float(mask.sum()), float(seq_kl.sum()),
             float((roll["entropy"] * mask).sum()),
         ])
@@ -542,7 +554,7 @@ class PPOTrainer:
                                                          roll["max_new_tokens"]], "mean")
         opt_stats = dict(zip(opt_stats, means))
         kl = sums[6] / n
-        self.kl_ctl.update(kl, int(n))
+        self.kl_ctl.update(kl, int(n))  # n_steps: episodes of this update, all processes
         step_seconds = time.perf_counter() - t0
         self.step += 1
         self.cursor += bs * self.world
@@ -638,17 +650,22 @@ class PPOTrainer:
 
         ckpt = latest_checkpoint(self.output_dir)
         if ckpt is None:
+            if self.main:  # metrics of an earlier attempt that crashed before its first checkpoint
+                (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
             return
         state = json.loads((ckpt / STATE_FILE).read_text())
         if state.get("model") != self.model_id:
             raise TrainingError(f"checkpoint {ckpt} was trained from another model ({state.get('model')}), not "
                                 f"{self.model_id}; use another output folder or delete {ckpt.parent}")
-        adapter = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
-        result = set_peft_model_state_dict(self.model.policy, adapter)
-        if getattr(result, "unexpected_keys", None):
-            raise TrainingError(f"checkpoint {ckpt}: adapter does not fit the model ({result.unexpected_keys[:3]})")
-        self.model.value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors")))
-        self.opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        try:
+            adapter = load_file(str(ckpt / "adapter" / "adapter_model.safetensors"))
+            result = set_peft_model_state_dict(self.model.policy, adapter)
+            if getattr(result, "unexpected_keys", None):
+                raise TrainingError(f"unexpected adapter weights {result.unexpected_keys[:3]}")
+            self.model.value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors")))
+            self.opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        except (RuntimeError, ValueError, KeyError, TrainingError) as e:
+            raise TrainingError(f"checkpoint {ckpt} does not fit this run (another LoRA config?): {e}") from e
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.step, self.cursor = int(state["step"]), int(state["cursor"])
         self.train_seconds, self.last_metrics = float(state.get("train_seconds", 0.0)), state.get("last_metrics", {})
@@ -664,7 +681,8 @@ class PPOTrainer:
         if self.main:  # metrics of steps after the checkpoint (a crash between them) are dropped
             path = self.output_dir / METRICS_FILE
             if path.is_file():
-                lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+                lines = [ln for ln in path.read_text().splitlines()
+                         if ln.strip() and json.loads(ln)["step"] <= self.step]
                 path.write_text("".join(ln + "\n" for ln in lines))
         self._info("resuming from checkpoint %s at step %d", ckpt, self.step)
 
