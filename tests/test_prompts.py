@@ -15,7 +15,7 @@ USER = (
     "Sentence 1: A dog runs.\n"
     "Sentence 2: An animal moves.\n"
     "\n"
-    'Answer with one of "entailment", "not_entailment", written between <Judgement> and </Judgement> tags.'
+    "Reply with <Judgement>entailment</Judgement> or <Judgement>not_entailment</Judgement>."
 )
 
 
@@ -47,8 +47,16 @@ def test_always_without_template_is_an_error():
 def test_stsb_prompt_asks_for_a_number():
     ex = {"sentence1": "a", "sentence2": "b", "label": 3.25, "idx": 0}
     recs = format_split([ex], get_task("stsb"))
-    assert "Answer with a number from 0 to 5" in recs[0]["prompt"]
+    assert recs[0]["prompt"].endswith(
+        "Reply with <Judgement>score</Judgement>, where score is a number from 0 to 5, "
+        "for example <Judgement>3.2</Judgement>.\n<Judgement>")
     assert recs[0]["answer"] == "3.2</Judgement>"
+
+
+def test_three_label_answer_format():
+    text = render_prompt(build_messages({"premise": "p", "hypothesis": "h", "label": 0, "idx": 0}, get_task("mnli")))
+    assert ("Reply with <Judgement>entailment</Judgement>, <Judgement>neutral</Judgement> or "
+            "<Judgement>contradiction</Judgement>.\n<Judgement>") in text
 
 
 def test_records_fields_and_unlabelled_rows():

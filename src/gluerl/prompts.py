@@ -32,13 +32,18 @@ def user_content(example: dict[str, Any], task: Task) -> str:
     lines = [task.instruction, ""]
     for field, shown in task.fields.items():
         lines.append(f"{shown}: {str(example[field]).strip()}")
+    lines += ["", answer_format(task)]
+    return "\n".join(lines)
+
+
+def answer_format(task: Task) -> str:
+    """How to answer, spelled out with the tags (naming the tags alone invites ``<Judgement> and``)."""
     if task.is_regression:
         lo, hi = task.regression
-        choice = f"a number from {lo:g} to {hi:g}"
-    else:
-        choice = "one of " + ", ".join(f'"{w}"' for w in task.labels.values())
-    lines += ["", f"Answer with {choice}, written between {OPEN_TAG} and {CLOSE_TAG} tags."]
-    return "\n".join(lines)
+        return (f"Reply with {OPEN_TAG}score{CLOSE_TAG}, where score is a number from {lo:g} to {hi:g}, "
+                f"for example {OPEN_TAG}{(lo + hi) / 2 + 0.7:.1f}{CLOSE_TAG}.")
+    options = [f"{OPEN_TAG}{w}{CLOSE_TAG}" for w in task.labels.values()]
+    return "Reply with " + ", ".join(options[:-1]) + " or " + options[-1] + "."
 
 
 def build_messages(example: dict[str, Any], task: Task, demos: Sequence[dict[str, Any]] = ()) -> list[dict[str, str]]:
