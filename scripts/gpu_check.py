@@ -141,8 +141,9 @@ def check_model(kind: str, args, work: Path) -> dict:
     rows = format_split(train[:256], task)
     pfile = work / f"{kind}-train.jsonl"
     pfile.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = load_config(overrides={"ppo": {"steps": args.ppo_steps, "batch_size": 16, "mini_batch_size": 8,
-                                         "ppo_epochs": 4, "save_every": 10_000},
+    cfg = load_config(overrides={"ppo": {"steps": args.ppo_steps, "batch_size": args.ppo_batch,
+                                         "mini_batch_size": max(args.ppo_batch // 2, 1),
+                                         "ppo_epochs": args.ppo_epochs, "save_every": 10_000},
                                  "training": {"dtype": "bfloat16" if device == "cuda" else "float32"}})
     records = load_train_records([("rte", pfile)], tok, "auto")
     gpu_peak(reset=True)
@@ -156,7 +157,7 @@ def check_model(kind: str, args, work: Path) -> dict:
         + mean("seconds_optimisation"),
         "seconds_generation": mean("seconds_generation"), "seconds_scoring": mean("seconds_scoring"),
         "seconds_optimisation": mean("seconds_optimisation"), "tokens_per_second": mean("tokens_per_second"),
-        "episodes_per_second": round(16 / (mean("seconds_generation") + mean("seconds_scoring")
+        "episodes_per_second": round(args.ppo_batch / (mean("seconds_generation") + mean("seconds_scoring")
                                            + mean("seconds_optimisation")), 2),
         "peak_gpu_GiB": gpu_peak(),
     }
@@ -173,6 +174,8 @@ def main(argv=None):
     p.add_argument("--eval-examples", type=int, help="evaluate only this many validation examples (default all 277)")
     p.add_argument("--paper-examples", type=int, default=32, help="examples timed with the paper's loop")
     p.add_argument("--ppo-steps", type=int, default=4)
+    p.add_argument("--ppo-batch", type=int, default=16, help="rollouts per PPO update (minibatch: half)")
+    p.add_argument("--ppo-epochs", type=int, default=4)
     p.add_argument("--output", type=Path, help="JSON file for the results")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

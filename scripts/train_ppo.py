@@ -24,6 +24,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from pathlib import Path
 
 from gluerl.errors import ConfigError, GlueRLError
 
@@ -53,21 +54,27 @@ def main(argv=None) -> int:
         from gluerl.config import load_config
         from gluerl.models import load_tokenizer
         from gluerl.ppo import PPOTrainer
-        from gluerl.training import load_train_records, parse_task_files
+        from gluerl.tracking import start_run
+        from gluerl.training import load_train_records, log_training_outputs, parse_task_files, run_params
 
         cfg = load_config(args.config, args.config_json)
         files = parse_task_files(args.prompts)
-        if not (Path(args.model_dir) / "config.json").is_file():
-            raise ConfigError(f"--model-dir {args.model_dir} has no config.json; run the prepare_model step first")
         tokenizer = load_tokenizer(args.model_dir)
         records = load_train_records(files, tokenizer, cfg["prompting"]["chat_template"], cfg["task_files"])
-        trainer = PPOTrainer(cfg, args.model_dir, records, args.output_dir, seed=args.seed,
-                             init_adapter=args.init_adapter, tokenizer=tokenizer)
-        if not trainer.main:
-            logging.getLogger().setLevel(logging.WARNING)
-        summary = trainer.train()
-        if args.dump_rank_state:
-            trainer.dump_rank_state(args.dump_rank_state)
+        method = "sft_ppo" if args.init_adapter else "ppo"
+        params = run_params(cfg, ("ppo", "lora", "training", "prompting"), args.model_dir, args.prompts, args.seed,
+                            init_adapter=args.init_adapter or "")
+        run_name = f"{method}-{Path(args.model_dir).name}-{'+'.join(t for t, _ in files)}-seed{args.seed}"
+        with start_run(cfg["mlflow"], run_name, method, params) as tracker:
+            trainer = PPOTrainer(cfg, args.model_dir, records, args.output_dir, seed=args.seed,
+                                 init_adapter=args.init_adapter, tokenizer=tokenizer,
+                                 callbacks=[lambda m: tracker.log_metrics(m, step=m.get("step"))])
+            if not trainer.main:
+                logging.getLogger().setLevel(logging.WARNING)
+            summary = trainer.train()
+            if args.dump_rank_state:
+                trainer.dump_rank_state(args.dump_rank_state)
+            log_training_outputs(tracker, args.output_dir, summary)
         final = summary["final_metrics"]
         log.info("done: %d steps, reward_mean %s, %.2f s/step", summary["steps"], final.get("reward_mean"),
                  summary["seconds_per_step"] or 0.0)

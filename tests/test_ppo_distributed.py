@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def _env():
 def _launch(args, distributed=True, timeout=240):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd = (torchrun if distributed else [sys.executable]) + [str(SCRIPT)] + [str(a) for a in args]
-    return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    # run outside the repository: the CLI's MLflow run goes to <cwd>/results/mlflow.db
+    return subprocess.run(cmd, cwd=tempfile.gettempdir(), env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _ok(proc):
