@@ -181,7 +181,8 @@ def test_generation_stops_at_the_tag_and_init_adapter(model_dir, sst2_file, tmp_
     texts = [tok.decode(ids) for ids in completion_ids]
     with_tag = [t for t in texts if CLOSE_TAG in t]
     assert with_tag, f"no completion reached the tag: {texts}"
-    assert all(t.endswith(CLOSE_TAG) and t.count(CLOSE_TAG) == 1 for t in with_tag), with_tag
+    # nothing after the tag but the rest of the token that completed it (e.g. '>.' is one token)
+    assert all(t.count(CLOSE_TAG) == 1 and len(t.split(CLOSE_TAG)[1]) <= 2 for t in with_tag), with_tag
     assert all(len(ids) <= LEARN_CFG["grpo"]["max_completion_length"] for ids in completion_ids)
 
 

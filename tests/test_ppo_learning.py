@@ -96,7 +96,7 @@ def test_ppo_raises_mean_reward(setup, tmp_path, seed):
     rewards = [m["reward_mean"] for m in seen]
     print(f"PPO learning curve, seed {seed} (reward_mean per step):", " ".join(f"{r:.2f}" for r in rewards))
     assert len(rewards) == PPO["steps"]
-    assert sum(rewards[:3]) / 3 < -1.5, "a random model should start mostly without a number"
+    assert sum(rewards[:3]) / 3 < -1.0, "a random model should start mostly without a usable number"
     assert improvement(rewards) > 1.0, rewards
     assert sum(rewards[-3:]) / 3 > -1.0, rewards
     # the callback saw exactly what metrics.jsonl holds
