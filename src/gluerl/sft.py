@@ -246,6 +246,9 @@ def common_args(section: dict[str, Any], output_dir: Path, seed: int, device: st
         report_to=[],
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
+        # TRL turns this on by default; it trades compute for memory (7B models on GPUs), and with
+        # it generation runs without the KV cache: off unless the config asks for it
+        gradient_checkpointing=bool(section.get("gradient_checkpointing", False)),
         **precision_flags(dtype),
     )
 
