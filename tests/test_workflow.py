@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,15 +37,24 @@ def snakemake(workdir: Path, *args, check=True, timeout=900):
     return proc
 
 
+METHODS = ["zeroshot", "fewshot", "sft", "ppo", "sft_ppo", "grpo"]
+
+
 def tiny_config(root: Path, **over) -> dict:
     cfg = {
         "tasks": ["rte", "stsb", "mnli"],
-        "methods": ["zeroshot", "fewshot"],
+        "methods": METHODS,
         "seeds": [1, 2],
         "models": {"tiny": {"path": str(root / "tiny-src")}},
         "data": {"source": "local", "local_dir": str(root / "glue"), "max_samples": {"train": 24, "eval": 6}},
         "prompting": {"num_shots": 2},
         "evaluation": {"batch_size": 4, "max_new_tokens": 6},
+        "training": {"mode": "multi"},
+        "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
+        "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "min_new_tokens": 3,
+                "max_new_tokens": 4, "save_every": 1},
+        "grpo": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2,
+                 "max_completion_length": 4, "logging_steps": 1},
         "mlflow": {"enabled": False},
     }
     cfg.update(over)
@@ -71,7 +81,7 @@ def test_dag_end_to_end_to_glue_csv(project):
     snakemake(work, *run_args())
     table = work / "results" / "tables" / "glue.csv"
     rows = list(csv.DictReader(table.open()))
-    assert [r["method"] for r in rows] == ["zeroshot", "fewshot"]
+    assert [r["method"] for r in rows] == METHODS
     assert list(rows[0]) == ["method", "model", "seeds", "rte", "stsb", "mnli_m", "mnli_mm", "average"]
     for r in rows:
         assert r["model"] == "tiny" and r["seeds"] == "2"
@@ -89,6 +99,18 @@ def test_dag_end_to_end_to_glue_csv(project):
     for rule in ("download_dataset", "format_prompts", "prepare_model", "evaluate_model", "assemble_table"):
         assert any((work / "logs" / rule).rglob("*.log")), rule
     assert any((work / "results" / "benchmarks" / "evaluate_model").rglob("*.tsv"))
+    # training: one adapter per method and seed on all tasks mixed; evaluation applied it
+    for method in ("sft", "ppo", "sft_ppo", "grpo"):
+        for seed in (1, 2):
+            ckpt = work / f"results/checkpoints/{method}/tiny/multi/seed{seed}"
+            assert (ckpt / "adapter_model.safetensors").is_file() and (ckpt / "metrics.jsonl").is_file()
+            res = json.loads((work / f"results/eval/{method}/tiny/seed{seed}/rte.json").read_text())
+            assert res["adapter"] == str(Path("results/checkpoints") / method / "tiny" / "multi" / f"seed{seed}")
+    ppo_lines = (work / "results/checkpoints/sft_ppo/tiny/multi/seed1/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in ppo_lines] == [1, 2]
+    assert sorted(p.name for p in (work / "results/plots/training").glob("*.csv")) == sorted(
+        f"{m}-tiny-multi-seed{s}.csv" for m in ("sft", "ppo", "sft_ppo", "grpo") for s in (1, 2))
+    assert (work / "results/plots/training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
     # a second run has nothing to do
     again = snakemake(work, *run_args("-n"))
@@ -146,9 +168,9 @@ def test_lint_is_clean():
 
 
 def test_full_grid_plans(tmp_path):
-    """All GLUE tasks, every method, two seeds: the plan lists every evaluation."""
+    """All GLUE tasks, every method, two seeds: the plan lists every evaluation and training run."""
     cfg = {"tasks": ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "ax"],
-           "methods": ["zeroshot", "fewshot"], "seeds": [1, 2],
+           "methods": METHODS, "seeds": [1, 2],
            "models": {"m": {"hub": "org/model"}}}
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
     t0 = time.perf_counter()
@@ -157,6 +179,10 @@ def test_full_grid_plans(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    # 9 labelled tasks x 2 methods x 2 seeds evaluations (ax has no public labels: not in the table)
-    assert "evaluate_model        36" in out or "evaluate_model  36" in " ".join(out.split()).replace("evaluate_model 36", "evaluate_model  36"), out
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    # 9 labelled tasks x 6 methods x 2 seeds evaluations (ax has no public labels: not in the table);
+    # single-task training: an adapter per trainable task (ax uses MNLI's) and seed
+    assert counts["evaluate_model"] == str(9 * 6 * 2), out
+    for rule in ("train_sft", "train_ppo", "train_sft_ppo", "train_grpo"):
+        assert counts[rule] == str(9 * 2), (rule, out)
     print(f"planned in {time.perf_counter() - t0:.1f}s")
