@@ -32,18 +32,9 @@ from pathlib import Path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="experiment config (YAML); defaults fill what it leaves out")
-    p.add_argument("--config-json", metavar="JSON", help="JSON object merged over --config (Snakemake passes the sections a rule reads)")
-    p.add_argument("--model-dir", required=True, help="prepared model folder (results/models/{model})")
-    p.add_argument("--prompts", action="append", required=True, metavar="TASK=FILE",
-                   help="zero-shot prompt file of a task's train split; repeat for multi-task training")
-    p.add_argument("--output-dir", required=True, help="folder for the adapter, metrics.jsonl and train_summary.json")
-    p.add_argument("--seed", type=int, default=1, help="training seed (data order, LoRA init, dropout)")
-    p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (off unless you trust it)")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep {output-dir}/checkpoints after a successful run")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    return p.parse_args(argv)
+    from gluerl.cli import training_parser
+
+    return training_parser(__doc__).parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -49,3 +49,18 @@ def main(argv: list[str] | None = None) -> None:
         for name, task in registry(args.task_file).items():
             kind = "regression" if task.is_regression else "/".join(task.labels.values())
             print(f"{name:8s} {task.benchmark:9s} {','.join(task.metrics):18s} {kind}")
+
+
+def training_parser(doc: str | None, init_adapter: bool = False) -> argparse.ArgumentParser:
+    """The flags every training script takes (SFT, GRPO, PPO)."""
+    p = parser(doc)
+    p.add_argument("--model-dir", required=True, help="prepared model folder (results/models/{model})")
+    p.add_argument("--prompts", action="append", required=True, metavar="TASK=FILE",
+                   help="zero-shot prompt file of a task's train split; repeat for multi-task training")
+    p.add_argument("--output-dir", required=True, help="folder for the adapter, metrics.jsonl and train_summary.json")
+    p.add_argument("--seed", type=int, default=1, help="training seed (data order, sampling, LoRA init)")
+    if init_adapter:
+        p.add_argument("--init-adapter", metavar="DIR", help="start from this LoRA adapter (e.g. the SFT one) instead of a fresh one")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (off unless you trust it)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep {output-dir}/checkpoints after a successful run")
+    return p
