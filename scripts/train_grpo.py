@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,14 +55,13 @@ def main(argv=None) -> int:
     from gluerl.config import load_config
     from gluerl.errors import GlueRLError
     from gluerl.grpo import train_grpo
-    from gluerl.tracking import MlflowTrainerCallback, start_run
-    from gluerl.training import log_training_outputs, parse_task_files, run_params
+    from gluerl.tracking import MlflowTrainerCallback
+    from gluerl.training import log_training_outputs, parse_task_files, tracked_run
 
     try:
         cfg = load_config(args.config, args.config_json, check=False)
-        params = run_params(cfg, ("grpo", "lora", "training", "prompting"), args.model_dir, args.prompts, args.seed)
-        run_name = f"grpo-{Path(args.model_dir).name}-{'+'.join(t.split('=')[0] for t in args.prompts)}-seed{args.seed}"
-        with start_run(cfg["mlflow"], run_name, "grpo", params) as tracker:
+        with tracked_run(cfg, "grpo", args, ("grpo", "lora", "training", "prompting"),
+                         init_adapter=args.init_adapter or "") as tracker:
             summary = train_grpo(cfg, args.model_dir, parse_task_files(args.prompts), args.output_dir, seed=args.seed,
                                  init_adapter=args.init_adapter, trust_remote_code=args.trust_remote_code,
                                  keep_checkpoints=args.keep_checkpoints,

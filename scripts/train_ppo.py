@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
-from pathlib import Path
 
-from gluerl.errors import ConfigError, GlueRLError
+from gluerl.errors import GlueRLError
 
 log = logging.getLogger("gluerl.train_ppo")
 
@@ -54,18 +52,15 @@ def main(argv=None) -> int:
         from gluerl.config import load_config
         from gluerl.models import load_tokenizer
         from gluerl.ppo import PPOTrainer
-        from gluerl.tracking import start_run
-        from gluerl.training import load_train_records, log_training_outputs, parse_task_files, run_params
+        from gluerl.training import load_train_records, log_training_outputs, parse_task_files, tracked_run
 
         cfg = load_config(args.config, args.config_json)
         files = parse_task_files(args.prompts)
         tokenizer = load_tokenizer(args.model_dir)
         records = load_train_records(files, tokenizer, cfg["prompting"]["chat_template"], cfg["task_files"])
         method = "sft_ppo" if args.init_adapter else "ppo"
-        params = run_params(cfg, ("ppo", "lora", "training", "prompting"), args.model_dir, args.prompts, args.seed,
-                            init_adapter=args.init_adapter or "")
-        run_name = f"{method}-{Path(args.model_dir).name}-{'+'.join(t for t, _ in files)}-seed{args.seed}"
-        with start_run(cfg["mlflow"], run_name, method, params) as tracker:
+        with tracked_run(cfg, method, args, ("ppo", "lora", "training", "prompting"),
+                         init_adapter=args.init_adapter or "") as tracker:
             trainer = PPOTrainer(cfg, args.model_dir, records, args.output_dir, seed=args.seed,
                                  init_adapter=args.init_adapter, tokenizer=tokenizer,
                                  callbacks=[lambda m: tracker.log_metrics(m, step=m.get("step"))])

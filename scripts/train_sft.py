@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,14 +43,12 @@ def main(argv=None) -> int:
     from gluerl.config import load_config
     from gluerl.errors import GlueRLError
     from gluerl.sft import train_sft
-    from gluerl.tracking import MlflowTrainerCallback, start_run
-    from gluerl.training import log_training_outputs, parse_task_files, run_params
+    from gluerl.tracking import MlflowTrainerCallback
+    from gluerl.training import log_training_outputs, parse_task_files, tracked_run
 
     try:
         cfg = load_config(args.config, args.config_json, check=False)
-        params = run_params(cfg, ("sft", "lora", "training", "prompting"), args.model_dir, args.prompts, args.seed)
-        run_name = f"sft-{Path(args.model_dir).name}-{'+'.join(t.split('=')[0] for t in args.prompts)}-seed{args.seed}"
-        with start_run(cfg["mlflow"], run_name, "sft", params) as tracker:
+        with tracked_run(cfg, "sft", args, ("sft", "lora", "training", "prompting")) as tracker:
             summary = train_sft(cfg, args.model_dir, parse_task_files(args.prompts), args.output_dir, seed=args.seed,
                                 trust_remote_code=args.trust_remote_code, keep_checkpoints=args.keep_checkpoints,
                                 callbacks=[MlflowTrainerCallback(tracker)])

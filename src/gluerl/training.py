@@ -101,3 +101,12 @@ def log_training_outputs(tracker, output_dir: str | Path, summary: dict[str, Any
         path = Path(output_dir) / name
         if path.is_file():
             tracker.log_artifact(path)
+
+
+def tracked_run(cfg: dict[str, Any], method: str, args, sections: Sequence[str], **extra: Any):
+    """The MLflow run of a training script (``args``: its model_dir, prompts and seed flags)."""
+    from .tracking import start_run
+
+    params = run_params(cfg, sections, args.model_dir, args.prompts, args.seed, **extra)
+    tasks = "+".join(p.split("=", 1)[0] for p in args.prompts)
+    return start_run(cfg["mlflow"], f"{method}-{Path(args.model_dir).name}-{tasks}-seed{args.seed}", method, params)
