@@ -5,12 +5,8 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -271,56 +267,6 @@ def test_trainer_callback_logs_numeric_values_on_main_process(tmp_path, store):
 
 
 # --------------------------------------------------------------------------- real tracking server
-
-@pytest.fixture(scope="module", autouse=True)
-def mlflow_server_process(tmp_path_factory):
-    """``mlflow server`` on a free loopback port, SQLite backend, artifacts proxied (--serve-artifacts).
-
-    Started (not waited for) when the module's first test begins, so that it boots while the
-    other tests run; ``mlflow_server`` waits for it. The server and its uvicorn worker run in a
-    process group of their own, which the finalizer ends.
-    """
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
-    with open(root / "server.log", "wb") as logf:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    try:
-        yield SimpleNamespace(proc=proc, cmd=cmd, url=f"http://127.0.0.1:{port}", root=root)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-
-
-@pytest.fixture
-def mlflow_server(mlflow_server_process):
-    """The server once ``/health`` answers (at most 120 s after its start)."""
-    srv = mlflow_server_process
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{srv.url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return srv
-        except OSError:
-            pass
-        if srv.proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"mlflow server did not start ({' '.join(srv.cmd)}):\n"
-                        + (srv.root / "server.log").read_text(errors="replace")[-3000:])
-        time.sleep(0.5)
-
 
 def test_tracking_server_env_uri_wins(tmp_path, monkeypatch, mlflow_server):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
