@@ -109,7 +109,7 @@ def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str)
     cols = header[3:]
     x = np.arange(len(cols))
     width = 0.8 / max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cols) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cols) + 2), 4.5))
     for i, r in enumerate(rows):
         vals = [np.nan if r.get(c) is None else r[c] for c in cols]
         ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width, label=f"{r['method']} ({r['model']})")
@@ -117,7 +117,7 @@ def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str)
     ax.set_ylabel("score (%)")
     ax.set_title(title)
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
