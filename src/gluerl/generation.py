@@ -44,7 +44,16 @@ def prefix_cache(model, prefix_ids: Sequence[int]):
     device = next(model.parameters()).device
     with torch.inference_mode():
         out = model(input_ids=torch.tensor([list(prefix_ids)], device=device), use_cache=True)
-    return out.past_key_values
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def _cache_kwarg() -> str:
+    """``generate``'s name for a given cache: ``cache`` since transformers 5.24 (``past_key_values``,
+    deprecated there, before)."""
+    import transformers
+    from packaging.version import Version
+
+    return "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 
 
 def _batch_inputs(tokenizer, seqs, prefix_len, device):
@@ -96,7 +105,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12,
             if cache is not None:
                 past = copy.deepcopy(cache)
                 past.batch_repeat_interleave(len(ids))
-                gen = model.generate(**batch, cache=past, **gen_kw)
+                gen = model.generate(**batch, **{_cache_kwarg(): past}, **gen_kw)
             else:
                 gen = model.generate(**batch, **gen_kw)
             new = gen[:, batch["input_ids"].shape[1]:]
