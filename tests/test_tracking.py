@@ -279,3 +279,25 @@ def test_tracking_server_env_uri_wins(tmp_path, monkeypatch, mlflow_server):
     # the artifacts went through the server to its --artifacts-destination
     stored = list((mlflow_server.root / "artifacts").rglob("summary.txt"))
     assert len(stored) == 1 and stored[0].read_text() == "accuracy 0.9\n"
+
+
+def test_sigterm_ends_the_run_as_killed(tmp_path, store):
+    """A job stopped with SIGTERM (Snakemake, a scheduler) leaves a KILLED run, not a RUNNING one."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from gluerl.tracking import start_run\n"
+        "with start_run({'enabled': True, 'tracking_uri': sys.argv[1], 'experiment': 'term'}, 'victim', 'sft') as tr:\n"
+        "    tr.log_metrics({'loss': 1.0}, step=1)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+    )
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-c", code, store], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    (run,) = client(store).search_runs([client(store).get_experiment_by_name("term").experiment_id])
+    assert run.info.status == "KILLED"
+    assert run.data.metrics["loss"] == 1.0

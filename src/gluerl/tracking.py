@@ -28,7 +28,9 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -56,6 +58,14 @@ _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")  # https://user:pass@host -> ht
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")  # MLflow keys: alphanumerics, _ - . space /
 
 _process_pipeline_id: str | None = None
+
+
+class Terminated(SystemExit):
+    """SIGTERM received inside a tracked block (exit status 143, as the default action gives)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(128 + signum)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -313,15 +323,24 @@ class Tracker:
         self._client = None
 
     def __enter__(self) -> "Tracker":
-        return self.start()
+        tracker = self.start()
+        # SIGTERM (Snakemake stopping its jobs, a scheduler's kill) ends the run as KILLED rather
+        # than leaving it RUNNING forever: it becomes an exception the block's exit sees
+        self._old_sigterm = None
+        if self.active and threading.current_thread() is threading.main_thread():
+            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+        return tracker
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        old = getattr(self, "_old_sigterm", None)
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
         if exc_type is None:
             self.end("FINISHED")
         else:
             if self.enabled and self.run_id is not None:
                 self.set_tags({"gluerl.error": f"{exc_type.__name__}: {exc}"})
-            self.end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+            self.end("KILLED" if issubclass(exc_type, (KeyboardInterrupt, Terminated)) else "FAILED")
         return False  # never swallow the caller's exception
 
     # -- logging (best effort once the run has started)
