@@ -6,10 +6,12 @@ completion (stopped at ``</Judgement>`` or EOS) and the rule in :mod:`gluerl.rew
 
 1. **rollout** - every process takes its own ``batch_size`` prompts from a shuffled stream and
    samples completions with ``generate`` (KV cache, left padding, ``max_new_tokens`` drawn per
-   batch from ``[min_new_tokens, max_new_tokens]``);
-2. **scoring** - the rule reward; one forward pass of the policy gives per-token log-probs and
-   values (a linear value head on the last hidden state), and the same model with the LoRA
-   adapter disabled gives the reference log-probs (no second copy of the weights);
+   batch from ``[min_new_tokens, max_new_tokens]``, stopping once every sequence has stopped).
+   The sampling pass also yields the policy's per-token log-probs (from the logits each token
+   was sampled from) and values (a linear value head on the last hidden state of each step), so
+   the policy never runs a second time over the rollout;
+2. **scoring** - the rule reward, and the reference log-probs from one no-grad forward pass of
+   the same model with the LoRA adapter disabled (no second copy of the weights);
 3. **rewards and advantages** - ``-kl_coef * (logp - ref_logp)`` per token plus the rule score on
    the last response token (:func:`compute_rewards`), GAE (:func:`gae`), whitened advantages;
 4. **optimisation** - ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss plus
@@ -266,12 +268,55 @@ class PolicyWithValueHead(nn.Module):
         Position ``t`` of the outputs is the prediction *for* response token ``t`` (made from the
         state before it). Position ids follow the attention mask, as in ``generate`` (left padding).
         """
+        input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           output_hidden_states=True, use_cache=False, logits_to_keep=n_response + 1)
         hidden = out.hidden_states[-1][:, -(n_response + 1):-1]
         values = self.value_head(hidden.float()).squeeze(-1)
         return out.logits[:, :-1], values
+
+    def reference_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int):
+        """Logits [B, R, V] of the base model (adapter off) for the last ``n_response`` tokens; no values."""
+        input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        with self.policy.disable_adapter():
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False, logits_to_keep=n_response + 1)
+        return out.logits[:, :-1]
+
+    def generate(self, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``policy.generate(**kwargs)`` that also returns, for every generated token, the raw logits it
+        was sampled from and the value of the state it was sampled in: ``(sequences, logits [B, R, V],
+        values [B, R])``, where R is the number of generated tokens.
+
+        The value head reads the input of the output layer (the last hidden state, as in
+        :meth:`forward`) at the last position of every forward pass of ``generate`` (prefill, then
+        one decoding step per token): the same numbers a separate forward pass over the finished
+        sequences gives, up to floating-point rounding, without running it.
+        """
+        head = self.policy.get_output_embeddings()
+        states: list[torch.Tensor] = []
+        hook = head.register_forward_pre_hook(lambda _module, args: states.append(args[0][:, -1].detach()))
+        try:
+            out = self.policy.generate(**kwargs, return_dict_in_generate=True, output_logits=True)
+        finally:
+            hook.remove()
+        n = len(out.logits)
+        if len(states) != n:
+            raise TrainingError(f"generate ran {len(states)} forward passes for {n} new tokens")
+        values = self.value_head(torch.stack(states, 1).float()).squeeze(-1)
+        return out.sequences, torch.stack(out.logits, 1), values
+
+
+def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the leading columns that are padding in every row (left padding of a sub-batch).
+
+    Positions come from the attention mask, so the outputs of the remaining tokens do not change.
+    """
+    keep = attention_mask.any(dim=0)
+    first = int(keep.long().argmax()) if bool(keep.any()) else 0
+    return input_ids[:, first:], attention_mask[:, first:]
 
 
 def model_identity(config, model_dir: str | Path) -> dict[str, str]:
@@ -438,12 +483,19 @@ class PPOTrainer:
         enc = self.tok([r["prompt"] for r in records], add_special_tokens=False, padding=True,
                        return_tensors="pt").to(self.device)
         max_new = random.randint(ppo["min_new_tokens"], ppo["max_new_tokens"])
-        out = model.policy.generate(
+        # the sampling pass also gives the policy's log-probs (its logits) and the values (value head on
+        # its last hidden states): no second forward pass of the policy over the rollout
+        sequences, gen_logits, values = model.generate(
             **enc, max_new_tokens=max_new, do_sample=True, temperature=ppo["temperature"], top_k=ppo["top_k"],
             top_p=ppo["top_p"], stop_strings=[CLOSE_TAG], tokenizer=self.tok, pad_token_id=self.tok.pad_token_id,
             eos_token_id=self.eos_ids)
-        response = out[:, enc["input_ids"].shape[1]:]
+        response = sequences[:, enc["input_ids"].shape[1]:]
         mask = response_mask(response, self.tok, CLOSE_TAG, self.eos_ids)
+        R, T, mb = response.shape[1], ppo["temperature"], ppo["mini_batch_size"]
+        # log-probs of the sampling distribution (logits / temperature), in eval mode (no dropout)
+        gen_logits = gen_logits.float() / T
+        logprobs, entropy = logprobs_from_logits(gen_logits, response), entropy_from_logits(gen_logits)
+        del gen_logits
         t1 = time.perf_counter()
 
         texts = [self.tok.decode(response[b][mask[b] > 0], skip_special_tokens=True) for b in range(len(records))]
@@ -451,24 +503,16 @@ class PPOTrainer:
         scores = [score_prediction(p, r["label"], self.tasks[r["task"]], self.rule) for p, r in zip(preds, records)]
         input_ids = torch.cat([enc["input_ids"], response], dim=1)
         attention_mask = torch.cat([enc["attention_mask"], torch.ones_like(response)], dim=1)
-        # log-probs of the sampling distribution (logits / temperature), in eval mode (no dropout), in
-        # chunks of mini_batch_size; the reference is the same model with the adapter switched off
-        R, T, mb = response.shape[1], ppo["temperature"], ppo["mini_batch_size"]
-        logprobs, ref_logprobs, values, entropy = [], [], [], []
+        # the reference is the same model with the adapter switched off, in chunks of mini_batch_size
+        ref_logprobs = []
         for chunk in (slice(s, s + mb) for s in range(0, len(records), mb)):
-            logits, v = model(input_ids[chunk], attention_mask[chunk], R)
-            logits = logits.float() / T
-            logprobs.append(logprobs_from_logits(logits, response[chunk]))
-            entropy.append(entropy_from_logits(logits))
-            values.append(v)
-            with model.policy.disable_adapter():
-                ref_logits, _ = model(input_ids[chunk], attention_mask[chunk], R)
+            ref_logits = model.reference_logits(input_ids[chunk], attention_mask[chunk], R)
             ref_logprobs.append(logprobs_from_logits(ref_logits.float() / T, response[chunk]))
         t2 = time.perf_counter()
         return {
             "input_ids": input_ids, "attention_mask": attention_mask, "response": response, "mask": mask.float(),
-            "logprobs": torch.cat(logprobs), "ref_logprobs": torch.cat(ref_logprobs), "values": torch.cat(values),
-            "entropy": torch.cat(entropy), "scores": torch.tensor(scores, dtype=torch.float32, device=self.device),
+            "logprobs": logprobs, "ref_logprobs": torch.cat(ref_logprobs), "values": values, "entropy": entropy,
+            "scores": torch.tensor(scores, dtype=torch.float32, device=self.device),
             "texts": texts, "preds": preds, "max_new_tokens": max_new,
             "seconds_generation": t1 - t0, "seconds_scoring": t2 - t1,
         }
