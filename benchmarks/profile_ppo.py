@@ -1,0 +1,105 @@
+r"""Profile our PPO update (gluerl.ppo) on CPU: where the seconds of one update go.
+
+    python benchmarks/profile_ppo.py --model-dir results/models/smollm2-135m --data-dir ../shared/glue \
+        --updates 2 --torch-profile 25
+    py-spy record --format raw -o ppo.raw -- python benchmarks/profile_ppo.py --model-dir ... --updates 3
+    python benchmarks/profile_ppo.py --summarise-raw ppo.raw     # py-spy samples grouped by gluerl.ppo stage
+
+Runs the same setting as ``benchmarks/ppo_vs_trl.py`` (RTE train prompts, 4 rollouts, 2 minibatches,
+1 PPO epoch, 24 new tokens, fp32, LoRA r=16), one warm-up update and then ``--updates`` profiled
+ones, and prints each update's generation / scoring / optimisation seconds. With
+``--torch-profile N`` it prints torch.profiler's top N operators (self CPU time) over the profiled
+updates. ``--summarise-raw`` reads a py-spy ``--format raw`` file and prints the share of samples
+in each call path of :class:`gluerl.ppo.PPOTrainer` (its gluerl.ppo frames below ``train_step``)
+and in the top library frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def summarise_raw(path: str, top: int = 20) -> None:
+    """py-spy raw output: ``frame;frame;...;frame count`` per line (outermost first)."""
+    stages: collections.Counter = collections.Counter()
+    leaves: collections.Counter = collections.Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        ours = [f.split(" (")[0] for f in frames if "gluerl/ppo.py" in f]
+        ours = [f for f in ours if f not in ("PPOTrainer.train", "PPOTrainer.train_step")]
+        stages[" > ".join(ours) if ours else "(outside gluerl.ppo)"] += n
+        leaves[frames[-1]] += n
+    print(f"{total} samples\n\ngluerl.ppo call path (below train_step):")
+    for name, n in stages.most_common(top):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("\ninnermost frame:")
+    for name, n in leaves.most_common(top):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", default="results/models/smollm2-135m", help="prepared model folder, or 'tiny'")
+    p.add_argument("--data-dir", default="../shared/glue", help="folder with rte/train.jsonl")
+    p.add_argument("--updates", type=int, default=2, help="profiled updates after one warm-up update")
+    p.add_argument("--torch-profile", type=int, default=0, metavar="N", help="print torch.profiler's top N ops")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--summarise-raw", metavar="FILE", help="summarise a py-spy --format raw file and exit")
+    args = p.parse_args(argv)
+    if args.summarise_raw:
+        summarise_raw(args.summarise_raw)
+        return 0
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import json
+
+    import torch
+
+    import ppo_vs_trl as bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args.trials = 1
+        model_dir, prompts = bench.prepare(args, Path(tmp))
+        args.model_dir = str(model_dir)
+        records = [json.loads(line) for line in prompts.read_text().splitlines()]
+        from gluerl.config import load_config
+        from gluerl.ppo import PPOTrainer
+
+        cfg = load_config(None, {
+            "lora": {"r": bench.LORA_R, "alpha": bench.LORA_ALPHA, "target_modules": "all-linear"},
+            "training": {"dtype": "fp32"},
+            "ppo": {"batch_size": bench.BATCH, "mini_batch_size": bench.BATCH // bench.N_MINIBATCHES,
+                    "ppo_epochs": 1, "min_new_tokens": bench.NEW_TOKENS, "max_new_tokens": bench.NEW_TOKENS,
+                    "steps": args.updates + 1, "save_every": 10**6}})
+        trainer = PPOTrainer(cfg, model_dir, records, Path(tmp) / "out", seed=args.seed)
+        lens = [len(trainer.tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in records]
+        print(f"prompt tokens: min {min(lens)}, mean {sum(lens) / len(lens):.0f}, max {max(lens)}")
+        trainer.train_step()  # warm-up
+        prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.torch_profile else None
+        if prof:
+            prof.__enter__()
+        for _ in range(args.updates):
+            t0 = time.perf_counter()
+            m = trainer.train_step()
+            print(f"update {m['step']}: {time.perf_counter() - t0:.2f} s = generation {m['seconds_generation']:.2f} "
+                  f"+ scoring {m['seconds_scoring']:.2f} + optimisation {m['seconds_optimisation']:.2f}; "
+                  f"{m['response_length']:.1f} response tokens")
+        if prof:
+            prof.__exit__(None, None, None)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.torch_profile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
