@@ -569,7 +569,8 @@ class PPOTrainer:
         rewards (``kl_coef_next`` after the controller update); ``entropy``: mean per-token entropy of
         the sampling distribution; losses, clip fractions, ``approx_kl`` and ``grad_norm``: means over
         minibatches; ``tokens_per_second``: response tokens of all processes per second of the step;
-        ``seconds_*``: generation (sampling), scoring (rule reward and the no-grad forward passes),
+        ``seconds_*``: generation (sampling, which also gives the policy's log-probs and values), scoring
+        (rule reward and the reference forward),
         optimisation (GAE and the PPO epochs).
         """
         t0 = time.perf_counter()
