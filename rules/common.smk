@@ -205,7 +205,7 @@ def submission_inputs(wildcards):
 
 def submission_flags(wildcards, input):
     tasks = submission_tasks(wildcards.benchmark)
-    return " ".join(f"--predictions {t.name}={input['pred_' + t.name]} --train {t.name}={input['train_' + t.name]}"
+    return " ".join(f"--predictions {t.name}={input[f'pred_{t.name}']} --train {t.name}={input[f'train_{t.name}']}"
                     for t in tasks)
 
 

@@ -56,8 +56,10 @@ def server_label(task: Task, prediction: int | float) -> Any:
     if task.is_regression:
         lo, hi = task.regression
         return round(min(max(float(prediction), lo), hi), sub.decimals)
+    if isinstance(prediction, str) and not sub.labels:
+        return prediction  # an answer that is its own label (ReCoRD: the entity)
     if sub.labels:
-        if int(prediction) not in sub.labels:
+        if isinstance(prediction, bool) or not isinstance(prediction, int) or prediction not in sub.labels:
             raise DataError(f"task {task.name}: prediction {prediction!r} is not a label id {sorted(sub.labels)}")
         return sub.labels[int(prediction)]
     return int(prediction)
