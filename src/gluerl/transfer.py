@@ -78,7 +78,6 @@ def parse_targets(cfg: dict, tasks: dict[str, Task], check_files: bool = True) -
     out: list[Target] = []
     seen: set[str] = set()
     for n, entry in enumerate(cfg.get("transfer") or []):
-        where = f"transfer[{n}]"
         name = entry.get("name")
         where = f"transfer[{n}] ({name})"
         if name in seen:
