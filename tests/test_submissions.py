@@ -156,6 +156,10 @@ def test_superglue_record_uses_the_query_idx_and_the_entity(sg):
                                  {"idx": {"passage": 0, "query": 3}, "prediction": "Paris"}], fallback=0)
     assert n == 0
     assert format_file(task, resolved) == '{"idx": 3, "label": "Paris"}\n{"idx": 5, "label": "Obama"}\n'
+    files, report = build_files([task], {"record_t": [{"split": "test", "idx": {"passage": 0, "query": 1},
+                                                       "prediction": None}]},
+                                {"record_t": [{"label": "Rome"}, {"label": "Oslo"}, {"label": "Rome"}]})
+    assert files["ReCoRD.jsonl"] == '{"idx": 1, "label": "Rome"}\n' and report["ReCoRD.jsonl"]["fallbacks"] == 1
 
 
 @pytest.mark.parametrize("block,msg", [

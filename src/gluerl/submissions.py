@@ -36,13 +36,21 @@ ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
 
 def fallback_label(task: Task, train_rows: Sequence[dict[str, Any]]) -> int | float:
-    """The answer given when the model's is invalid: majority training label, or mean training score."""
+    """The answer given when the model's is invalid: majority training label, or mean training score.
+
+    Ties go to the smallest label id; string labels (an answer that is its own label) take the
+    most common string.
+    """
     labels = [r["label"] for r in train_rows if r.get("label") is not None]
     if task.is_regression:
         vals = [float(y) for y in labels if float(y) >= 0]
         if not vals:
             raise DataError(f"task {task.name}: no training scores to take the fallback from")
         return float(np.mean(vals))
+    if any(isinstance(y, str) for y in labels):  # answers that are their own labels (ReCoRD entities)
+        counts = Counter(y for y in labels if isinstance(y, str))
+        top = max(counts.values())
+        return min(y for y, c in counts.items() if c == top)
     counts = Counter(int(y) for y in labels if int(y) in task.labels)
     if not counts:
         raise DataError(f"task {task.name}: no labelled training rows to take the fallback (majority label) from")
