@@ -29,9 +29,18 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
 include: "rules/plots.smk"
+include: "rules/transfer.smk"
+include: "rules/submissions.smk"
 
 
 rule all:
     input:
         table_targets(),
+        transfer_targets(),
     default_target: True
+
+
+# leaderboard archives of every method, model and seed (test-set predictions; not part of `all`)
+rule submissions:
+    input:
+        submission_targets(),

@@ -172,3 +172,121 @@ def table_targets():
     if training_summaries():
         targets.append("results/plots/training_curves.png")
     return targets
+
+
+# ---- leaderboard submissions (rules/submissions.smk) ----
+def submission_tasks(benchmark):
+    """Configured tasks of a benchmark that have a leaderboard file (a `submission:` block)."""
+    return [t for t in TASKS if t.benchmark == benchmark and t.submission]
+
+
+def test_predictions(method, model, seed, task):
+    return f"results/test_predictions/{method}/{model}/seed{seed}/{task}.jsonl"
+
+
+def predict_inputs(wildcards):
+    task = REGISTRY[wildcards.task]
+    tpl = template_for(wildcards.method, wildcards.seed)
+    inputs = {"model": f"results/models/{wildcards.model}"}
+    for split in task.test_splits:
+        inputs[f"prompts_{split}"] = f"data/prompts/{tpl}/{task.name}/{split}.jsonl"
+    if wildcards.method in TRAINED:
+        inputs["adapter"] = adapter_file(wildcards.method, wildcards.model, train_set(task), wildcards.seed)
+    return inputs
+
+
+def submission_inputs(wildcards):
+    inputs = {}
+    for t in submission_tasks(wildcards.benchmark):
+        inputs[f"pred_{t.name}"] = test_predictions(wildcards.method, wildcards.model, wildcards.seed, t.name)
+        inputs[f"train_{t.name}"] = raw_split(*demo_source(t))
+    return inputs
+
+
+def submission_flags(wildcards, input):
+    tasks = submission_tasks(wildcards.benchmark)
+    return " ".join(f"--predictions {t.name}={input[f'pred_{t.name}']} --train {t.name}={input[f'train_{t.name}']}"
+                    for t in tasks)
+
+
+def submission_targets():
+    benches = sorted({t.benchmark for t in TASKS if t.submission})
+    return [
+        f"results/submissions/{m}/{model}/seed{s}/{b}.{ext}"
+        for b in benches
+        for m in config["methods"]
+        for model in config["models"]
+        for s in config["seeds"]
+        for ext in ("zip", "json")
+    ]
+
+
+# ---- transfer evaluation (rules/transfer.smk) ----
+from gluerl.transfer import check_targets
+
+TRANSFER = {t.name: t for t in check_targets(config, REGISTRY)}
+
+
+wildcard_constraints:
+    target="|".join(sorted(TRANSFER)) or "(?!)",
+
+
+def transfer_entry(name):
+    return next(e for e in config["transfer"] if e["name"] == name)
+
+
+def transfer_json(wildcards):
+    """The config sections a transfer download reads: only its own target's entry."""
+    return json.dumps({"task_files": config["task_files"], "mlflow": config["mlflow"], "data": config["data"],
+                       "transfer": [transfer_entry(wildcards.target)]}, sort_keys=True)
+
+
+def transfer_model_json(wildcards):
+    cfg = json.loads(model_json(wildcards))
+    cfg["transfer"] = [transfer_entry(wildcards.target)]
+    return json.dumps(cfg, sort_keys=True)
+
+
+def transfer_source(wildcards):
+    return TRANSFER[wildcards.target].source_task
+
+
+def transfer_prompt_inputs(wildcards):
+    inputs = {"split": f"data/transfer/{wildcards.target}.jsonl"}
+    if not wildcards.template.startswith("0shot"):
+        inputs["train"] = raw_split(*demo_source(REGISTRY[transfer_source(wildcards)]))
+    return inputs
+
+
+def transfer_eval_inputs(wildcards):
+    """Model, the target's prompts and, for a trained method, the source task's adapter."""
+    source = REGISTRY[transfer_source(wildcards)]
+    tpl = template_for(wildcards.method, wildcards.seed)
+    inputs = {"model": f"results/models/{wildcards.model}",
+              "prompts": f"data/transfer/prompts/{tpl}/{wildcards.target}.jsonl"}
+    if wildcards.method in TRAINED:
+        inputs["adapter"] = adapter_file(wildcards.method, wildcards.model, train_set(source), wildcards.seed)
+    return inputs
+
+
+def transfer_adapter_flag(wildcards, input):
+    return f"--adapter {os.path.dirname(input.adapter)}" if "adapter" in input.keys() else ""
+
+
+def transfer_result(method, model, seed, target):
+    return f"results/transfer/{method}/{model}/seed{seed}/{target}.json"
+
+
+def transfer_table_inputs(wildcards=None):
+    return [
+        transfer_result(m, model, s, t)
+        for m in config["methods"]
+        for model in config["models"]
+        for s in config["seeds"]
+        for t in TRANSFER
+    ]
+
+
+def transfer_targets():
+    """The transfer table's files, when the config declares targets."""
+    return [f"results/tables/transfer.{ext}" for ext in ("csv", "md", "png", "json")] if TRANSFER else []

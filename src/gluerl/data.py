@@ -40,7 +40,7 @@ def check_rows(rows: list[dict[str, Any]], task: Task, split: str, where: str) -
     """Every row has the task's fields (non-empty text), a valid label and an idx."""
     if not rows:
         raise DataError(f"split {split!r} of task {task.name!r} is empty", where)
-    labelled = task.labelled or split == task.train_split
+    labelled = (task.labelled or split == task.train_split) and split not in task.test_splits
     for n, row in enumerate(rows, 1):
         for f in task.fields:
             v = row.get(f)
@@ -72,7 +72,8 @@ def max_rows(task: Task, split: str, data_cfg: dict) -> int | None:
     caps = data_cfg.get("max_samples") or {}
     if split in caps:
         return caps[split]
-    if split != task.train_split and "eval" in caps:
+    # leaderboard test splits are never cut by the "eval" cap (the server wants every row)
+    if split != task.train_split and split not in task.test_splits and "eval" in caps:
         return caps["eval"]
     return None
 
@@ -87,8 +88,9 @@ def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
 
 def load_split(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
     """The checked (and subsampled, if configured) rows of one split."""
-    if split not in task.splits:
-        raise ConfigError(f"task {task.name!r} has no split {split!r}; its splits: {task.splits}")
+    if split not in task.splits and split not in task.test_splits:
+        known = task.splits + [s for s in task.test_splits if s not in task.splits]
+        raise ConfigError(f"task {task.name!r} has no split {split!r}; its splits: {known}")
     if data_cfg.get("source", "hub") == "local":
         if not data_cfg.get("local_dir"):
             raise ConfigError("data.local_dir must be set when data.source is 'local'")

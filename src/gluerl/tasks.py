@@ -24,6 +24,20 @@ import yaml
 from .errors import ConfigError
 
 METRIC_NAMES = {"accuracy", "mcc", "f1", "pearson", "spearman"}
+SUBMISSION_FORMATS = {"tsv": ".tsv", "jsonl": ".jsonl"}
+SUBMISSION_LAYOUTS = {"flat", "multirc"}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """How a task's test predictions go into the leaderboard server's archive (``submission:``)."""
+
+    format: str                       # tsv (GLUE: index<TAB>prediction) or jsonl (SuperGLUE: idx/label)
+    files: dict[str, str]             # test split -> file name inside the archive
+    labels: dict[int, Any]            # label id -> the value the server expects (absent: the id)
+    layout: str = "flat"              # flat, or multirc (answers nested per paragraph and question)
+    idx_key: str | None = None        # key of a dict ``idx`` that the server names (ReCoRD: query)
+    decimals: int = 3                 # regression scores are written with this many decimals
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class Task:
     train_task: str | None = None
     in_average: bool = True
     labelled: bool = True
+    submission: Submission | None = None
 
     @property
     def is_regression(self) -> bool:
@@ -59,6 +74,11 @@ class Task:
         """Every split the task needs on disk (train first when it has one)."""
         out = [self.train_split] if self.train_split else []
         return out + [s for s in self.eval_splits if s not in out]
+
+    @property
+    def test_splits(self) -> list[str]:
+        """Unlabelled test splits predicted for the leaderboard (the ``submission:`` files)."""
+        return list(self.submission.files) if self.submission else []
 
     @property
     def label_field(self) -> str:
@@ -100,6 +120,34 @@ def _resolve(name: str, raw: dict[str, dict], source: dict[str, str], seen: tupl
     return merged
 
 
+def _submission(decl: Any, labels: dict[int, str], where: str) -> Submission | None:
+    if decl is None:
+        return None
+    where = f"{where}: submission"
+    if not isinstance(decl, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(decl) - {"format", "files", "labels", "layout", "idx_key", "decimals"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    fmt = decl.get("format")
+    if fmt not in SUBMISSION_FORMATS:
+        raise ConfigError(f"{where}.format: {fmt!r} is not one of {sorted(SUBMISSION_FORMATS)}")
+    files = decl.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ConfigError(f"{where}.files: expected a mapping of test split -> file name")
+    for split, fname in files.items():
+        if not str(fname).endswith(SUBMISSION_FORMATS[fmt]) or "/" in str(fname):
+            raise ConfigError(f"{where}.files.{split}: {fname!r} must be a plain {SUBMISSION_FORMATS[fmt]} file name")
+    server = {int(k): v for k, v in (decl.get("labels") or {}).items()}
+    if server and labels and set(server) != set(labels):
+        raise ConfigError(f"{where}.labels: ids {sorted(server)} differ from the task's label ids {sorted(labels)}")
+    layout = decl.get("layout", "flat")
+    if layout not in SUBMISSION_LAYOUTS:
+        raise ConfigError(f"{where}.layout: {layout!r} is not one of {sorted(SUBMISSION_LAYOUTS)}")
+    return Submission(format=fmt, files={str(k): str(v) for k, v in files.items()}, labels=server,
+                      layout=layout, idx_key=decl.get("idx_key"), decimals=int(decl.get("decimals", 3)))
+
+
 def _build(name: str, decl: dict[str, Any], benchmark: str, src: str) -> Task:
     where = f"task {name!r} in {src}"
     for key in ("hub", "fields", "instruction", "metrics", "eval_splits"):
@@ -133,6 +181,7 @@ def _build(name: str, decl: dict[str, Any], benchmark: str, src: str) -> Task:
         train_task=decl.get("train_task"),
         in_average=bool(decl.get("in_average", True)),
         labelled=bool(decl.get("labelled", True)),
+        submission=_submission(decl.get("submission"), labels, where),
     )
 
 
