@@ -48,9 +48,10 @@ def smk_cmd(*args: str, config: str = "config/test.yaml") -> list[str]:
             *args]
 
 
-def run_smk(work: Path, *args: str, check: bool = True, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(smk_cmd(*args, **kw), cwd=work, env={**os.environ, **SNAKEMAKE_ENV}, capture_output=True,
-                          text=True, timeout=timeout)
+def run_smk(work: Path, *args: str, check: bool = True, timeout: int = 600, env: dict | None = None,
+            **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(smk_cmd(*args, **kw), cwd=work, env={**os.environ, **SNAKEMAKE_ENV, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
