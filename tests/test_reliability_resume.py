@@ -21,8 +21,6 @@ import pytest
 from reliability_helpers import (clone, kill_group, make_project, max_abs_diff, run_smk, script_process, start_smk,
                                  tensors, wait_for)
 
-pytestmark = pytest.mark.slow
-
 CONFIG = {
     "methods": ["sft", "ppo"],
     "sft": {"max_steps": 6, "save_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1,
@@ -45,6 +43,7 @@ def target(method: str) -> str:
     return f"results/checkpoints/{method}/tiny/rte/seed1/adapter_model.safetensors"
 
 
+@pytest.mark.slow
 def test_ppo_killed_with_snakemake_resumes_to_the_same_weights(base, tmp_path):
     root, work = base
     out = "results/checkpoints/ppo/tiny/rte/seed1"
@@ -77,6 +76,7 @@ def test_ppo_killed_with_snakemake_resumes_to_the_same_weights(base, tmp_path):
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
+@pytest.mark.slow
 def test_sft_training_process_killed_resumes_to_the_same_weights(base, tmp_path):
     root, work = base
     out = "results/checkpoints/sft/tiny/rte/seed1"
@@ -111,3 +111,17 @@ def test_sft_training_process_killed_resumes_to_the_same_weights(base, tmp_path)
     assert not (killed / out / "checkpoints").exists()  # removed once the adapter is written
     steps = [json.loads(x)["step"] for x in (killed / out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_sft_checkpoint_cut_short_is_skipped(tmp_path):
+    """A checkpoint whose trainer_state.json (written last) is missing or torn is not resumed from."""
+    from gluerl.sft import last_checkpoint
+
+    for n in (2, 4, 6):
+        (tmp_path / f"checkpoint-{n}").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4}')
+    (tmp_path / "checkpoint-6" / "trainer_state.json").write_text('{"global_step": 6, "log_hi')  # torn
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    (tmp_path / "checkpoint-4" / "trainer_state.json").unlink()
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
