@@ -201,3 +201,14 @@ def test_no_credential_in_logs_outputs_or_mlflow(tmp_path, mlflow_server):
         assert leaked == [], (name, leaked)
     # the run did use the credentials' carrier: it reached the server through the URI with user:password
     assert len(runs) >= 3
+
+
+def test_credentials_in_the_config_file_are_refused():
+    """Config sections travel as job parameters (command lines, Snakemake metadata): a URI with a password is refused."""
+    from gluerl.config import check_names, load_config
+
+    cfg = load_config(None, {"mlflow": {"tracking_uri": "https://bob:s3cr3t-pw@mlflow.example.org"}})
+    with pytest.raises(ConfigError, match="mlflow.tracking_uri holds credentials") as e:
+        check_names(cfg)
+    assert "s3cr3t-pw" not in str(e.value)
+    check_names(load_config(None, {"mlflow": {"tracking_uri": "https://mlflow.example.org"}}))
