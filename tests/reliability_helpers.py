@@ -20,13 +20,22 @@ SNAKEMAKE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_
                  "OMP_NUM_THREADS": "1"}
 
 
-def make_project(root: Path, config: dict, tasks=("rte",), n_train: int = 24, n_eval: int = 6) -> Path:
-    """A copy of the workflow in ``root/work`` whose ``config/test.yaml`` is ``config`` over the tiny defaults."""
+def make_project(root: Path, config: dict, tasks=("rte",), n_train: int = 24, n_eval: int = 6,
+                 pretrained: bool = False) -> Path:
+    """A copy of the workflow in ``root/work`` whose ``config/test.yaml`` is ``config`` over the tiny defaults.
+
+    ``pretrained``: the tiny model has seen the fixture texts (it writes words, where a random one repeats a token).
+    """
     if not (root / "tiny-src").exists():
-        make_tiny_model(root / "tiny-src", fixture_texts())
+        if pretrained:
+            from training_helpers import pretrained_tiny_model
+
+            pretrained_tiny_model(root / "tiny-src")
+        else:
+            make_tiny_model(root / "tiny-src", fixture_texts())
         make_glue_fixture(root / "glue", list(tasks), n_train=n_train, n_eval=n_eval)
     work = copy_workflow(root / "work")
-    cfg = tiny_config(root, tasks=list(tasks), seeds=[1], training={"mode": "single"}, **config)
+    cfg = tiny_config(root, **{"tasks": list(tasks), "seeds": [1], "training": {"mode": "single"}, **config})
     write_config(work, cfg)
     return work
 
