@@ -67,10 +67,15 @@ def run_smk(work: Path, *args: str, check: bool = True, timeout: int = 600, env:
 
 
 def start_smk(work: Path, *args: str, log: Path, **kw) -> subprocess.Popen:
-    """Snakemake in the background, in a session (process group) of its own."""
+    """Snakemake in the background, in a session (process group) of its own.
+
+    SIGINT gets its default action back: a test run itself started in the background (``pytest &``
+    in a script) inherits SIGINT ignored, and Ctrl-C would then not reach Snakemake at all.
+    """
     with open(log, "wb") as f:
         return subprocess.Popen(smk_cmd(*args, **kw), cwd=work, env={**os.environ, **SNAKEMAKE_ENV}, stdout=f,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(cond: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 300,
