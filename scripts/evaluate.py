@@ -21,8 +21,9 @@ import time
 from gluerl import cli
 from gluerl.errors import ConfigError, DataError
 from gluerl.evaluation import evaluate_split
-from gluerl.io import read_jsonl, write_json, write_jsonl
+from gluerl.io import write_json, write_jsonl
 from gluerl.models import load_model, load_tokenizer
+from gluerl.prompts import read_prompt_file
 from gluerl.tasks import get_task
 from gluerl.tracking import flatten, start_run
 
@@ -47,7 +48,7 @@ def main(argv=None):
     unknown = set(files) - set(task.eval_splits)
     if unknown:
         raise ConfigError(f"task {task.name}: {sorted(unknown)} are not evaluation splits ({list(task.eval_splits)})")
-    records = {split: read_jsonl(path) for split, path in files.items()}
+    records = {split: read_prompt_file(path) for split, path in files.items()}
     for split, rows in records.items():
         if not rows:
             raise DataError("prompt file is empty", files[split])
@@ -68,7 +69,8 @@ def evaluate(args, cfg, task, records, files, spec, ev, tracker):
     load_seconds = time.perf_counter() - t0
     columns, predictions = {}, []
     for split, rows in records.items():
-        res, preds = evaluate_split(model, tok, task, split, rows, ev, cfg["prompting"]["chat_template"], args.seed)
+        res, preds = evaluate_split(model, tok, task, split, rows, ev, cfg["prompting"]["chat_template"], args.seed,
+                                    source=files[split])
         columns[task.eval_splits[split]] = res
         predictions += preds
         log.info("%s %s[%s]: %s", args.method, task.name, split,

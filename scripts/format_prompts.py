@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gluerl import cli
+from gluerl.data import check_rows
 from gluerl.errors import ConfigError
 from gluerl.io import read_jsonl, write_jsonl
 from gluerl.prompts import draw_demonstrations, format_split, parse_template
@@ -32,8 +35,18 @@ def main(argv=None):
     if shots:
         if not args.train:
             raise ConfigError(f"template {args.template} needs --train for its demonstrations")
-        demos = draw_demonstrations(read_jsonl(args.train), task, shots, seed, cfg["prompting"]["balanced"])
-    write_jsonl(args.output, format_split(read_jsonl(args.input), task, demos))
+        demo_task = get_task(task.train_task, cfg["task_files"]) if task.train_task else task
+        train = checked_rows(args.train, demo_task, demo_task.train_split)
+        demos = draw_demonstrations(train, task, shots, seed, cfg["prompting"]["balanced"])
+    rows = checked_rows(args.input, task, Path(args.input).stem)
+    write_jsonl(args.output, format_split(rows, task, demos))
+
+
+def checked_rows(path, task, split):
+    """Rows of a raw split file, checked again (a file edited or copied by hand since the download step)."""
+    rows = read_jsonl(path)
+    check_rows(rows, task, split, path)
+    return rows
 
 
 if __name__ == "__main__":

@@ -81,6 +81,11 @@ def check_names(cfg: dict, source: str = "config") -> None:
         if not NAME_RE.match(name):
             raise ConfigError(f"{source}: models.{name}: use letters, digits, '.', '_' and '-' only")
         check_source(name, spec)
+    uri = (cfg.get("mlflow") or {}).get("tracking_uri") or ""
+    if re.search(r"://[^/@\s]+@", uri):
+        # config sections travel as job parameters (command lines, Snakemake's metadata): no secrets in them
+        raise ConfigError(f"{source}: mlflow.tracking_uri holds credentials (user:password@); give them as "
+                          "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or in $MLFLOW_TRACKING_URI) instead")
     if cfg["data"]["source"] == "local":
         d = cfg["data"]["local_dir"]
         if not d:

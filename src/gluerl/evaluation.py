@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from .context import fit_prompts, prompt_budget
 from .generation import generate
 from .metrics import compute_metrics
 from .parsing import parse_answer
@@ -19,9 +20,13 @@ from .tasks import Task
 
 
 def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[dict[str, Any]], eval_cfg: dict,
-                   chat_template: str = "auto", seed: int = 0, progress: bool = True):
-    """(column result, prediction rows) for one split's prompt records."""
+                   chat_template: str = "auto", seed: int = 0, progress: bool = True, source=None):
+    """(column result, prediction rows) for one split's prompt records (read from the file ``source``)."""
     prompts = [render_prompt(r["messages"], tokenizer, chat_template) for r in records]
+    # prompts longer than the context: cut by the configured policy (or an error), counted in the result
+    limit = prompt_budget(model, eval_cfg.get("max_new_tokens", 12), eval_cfg.get("max_prompt_tokens"))
+    prompts, overflow = fit_prompts(prompts, tokenizer, limit, eval_cfg.get("context_overflow", "truncate_middle"),
+                                    source)
     t0 = time.perf_counter()
     completions = generate(
         model, tokenizer, prompts, max_new_tokens=eval_cfg.get("max_new_tokens", 12),
@@ -38,7 +43,7 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
                      "correct": None if r["label"] is None or task.is_regression else p == r["label"]})
     result: dict[str, Any] = {"split": split, "n": len(records), "seconds": round(seconds, 3),
                               "examples_per_second": round(len(records) / seconds, 3) if seconds > 0 else None,
-                              "invalid_rate": sum(p is None for p in preds) / len(preds)}
+                              "invalid_rate": sum(p is None for p in preds) / len(preds), **overflow.as_dict()}
     if task.labelled:
         result.update(compute_metrics([r["label"] for r in records], preds, task))
     return result, rows

@@ -99,6 +99,20 @@ def _load_gguf(path: Path):
     return model, tok
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pickle_refused(name: str, ref: str, error: Exception) -> ConfigError:
+    """The error for a checkpoint without safetensors weights (pickle files are refused unless allowed)."""
+    folder = Path(ref)
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    what = f"only pickle-based weights ({', '.join(pickles)})" if pickles else f"no safetensors weights ({error})"
+    return ConfigError(
+        f"models.{name}: {ref} has {what}. Loading a pickle can run arbitrary code, so only safetensors are "
+        f"loaded: convert the checkpoint to safetensors, or set models.{name}.allow_pickle: true if you trust it"
+    )
+
+
 def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
     """Write model ``name`` from its source ``spec`` as a plain Hugging Face folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,10 +130,20 @@ def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
         ref = spec.get("hub") or spec["path"]
         kw = dict(revision=spec.get("revision")) if spec.get("hub") else {}
         log.info("loading %s", ref)
-        tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust, **kw)
-        model = AutoModelForCausalLM.from_pretrained(
-            ref, dtype="auto", trust_remote_code=trust, use_safetensors=None if allow_pickle else True, **kw
-        )
+        try:
+            tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust, **kw)
+            model = AutoModelForCausalLM.from_pretrained(
+                ref, dtype="auto", trust_remote_code=trust, use_safetensors=None if allow_pickle else True, **kw
+            )
+        except OSError as e:
+            if allow_pickle:
+                raise
+            raise pickle_refused(name, ref, e) from None
+        except ValueError as e:
+            if trust or "trust_remote_code" not in str(e):
+                raise
+            raise ConfigError(f"models.{name}: {ref} needs its own Python code to load; it is not run unless "
+                              f"models.{name}.trust_remote_code is true (set it only if you trust that code)") from None
         origin = {"hub": ref, "revision": spec.get("revision")} if spec.get("hub") else {"path": str(ref)}
         if hasattr(model.config, "quantization_config"):
             raise ConfigError(f"models.{name}: {ref} is quantised; give an unquantised checkpoint")

@@ -137,3 +137,27 @@ def parse_template(name: str) -> tuple[int, int | None]:
 
 def template_name(shots: int, seed: int | None = None) -> str:
     return "0shot" if shots == 0 else f"{shots}shot-seed{seed}"
+
+
+def read_prompt_file(path) -> list[dict[str, Any]]:
+    """The rows of a prompt file, each checked (``idx``, ``label``, a chat ending with a user turn).
+
+    A bad row (a hand-edited or half-copied file) raises DataError naming the file and line.
+    """
+    from .errors import DataError
+    from .io import read_jsonl
+
+    rows = read_jsonl(path)
+    for n, row in enumerate(rows, 1):
+        for key in ("idx", "label", "messages"):
+            if key not in row:
+                raise DataError(f"prompt row has no {key!r}", path, n)
+        msgs = row["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise DataError("prompt row's 'messages' is not a non-empty list of chat turns", path, n)
+        for m in msgs:
+            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+                raise DataError(f"prompt row has a chat turn without role/content text: {str(m)[:80]}", path, n)
+        if msgs[-1]["role"] != "user" or not msgs[-1]["content"].strip():
+            raise DataError("prompt row's last chat turn is not a non-empty user turn", path, n)
+    return rows

@@ -21,7 +21,8 @@ class RewardRule:
         """The closed range every reward for ``task`` lies in."""
         if task.is_regression:
             lo, hi = task.regression
-            return (min(self.regression_invalid, self.regression_offset - (hi - lo)), self.regression_offset)
+            return (min(self.regression_invalid, self.regression_offset - (hi - lo)),
+                    max(self.regression_invalid, self.regression_offset))
         vals = (self.correct, self.wrong, self.invalid)
         return (min(vals), max(vals))
 

@@ -113,16 +113,30 @@ def precision_flags(dtype) -> dict[str, bool]:
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
+def _complete(ckpt: Path) -> bool:
+    """Whether a Trainer checkpoint was written to the end: its trainer_state.json (written last) parses."""
+    try:
+        return isinstance(json.loads((ckpt / "trainer_state.json").read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def last_checkpoint(folder: str | Path) -> Path | None:
-    """The complete checkpoint with the most steps in ``folder`` (one holding trainer_state.json)."""
+    """The complete checkpoint with the most steps in ``folder`` (one whose trainer_state.json, written last, parses).
+
+    A checkpoint cut short by a kill (no or a torn trainer_state.json) is skipped with a warning.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return None
     found = []
     for p in folder.iterdir():
         m = _CKPT_RE.match(p.name)
-        if m and p.is_dir() and (p / "trainer_state.json").is_file():
-            found.append((int(m.group(1)), p))
+        if m and p.is_dir():
+            if _complete(p):
+                found.append((int(m.group(1)), p))
+            else:
+                log.warning("skipping incomplete checkpoint %s (interrupted while it was written)", p)
     return max(found)[1] if found else None
 
 

@@ -291,7 +291,7 @@ class Tracker:
                 raise
             except Exception as e:  # noqa: BLE001
                 if self.run_id is not None:
-                    self._safely("mark the run FAILED", client.set_terminated, self.run_id, "FAILED")
+                    self._safely("mark the run FAILED", self._terminate, client, "FAILED")
                 raise ConfigError(f"MLflow tracking store {redact_text(self.uri)}: cannot start a run in "
                                   f"experiment {name!r}: {redact_text(str(e))[:300]}") from e
         log.info("MLflow run %s (%s) in experiment %r at %s", self.run_id, self.run_name or "unnamed", name,
@@ -319,8 +319,16 @@ class Tracker:
         """Close the run with ``status``; a failure is only a warning."""
         if not self.enabled or self.run_id is None or self._client is None:
             return
-        self._safely(f"end the run as {status}", self._client.set_terminated, self.run_id, status)
+        self._safely(f"end the run as {status}", self._terminate, self._client, status)
         self._client = None
+
+    def _terminate(self, client, status: str) -> None:
+        """``set_terminated``; MLflow's own 'View run at <uri>' line is replaced by one without credentials."""
+        with _env(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true"):
+            client.set_terminated(self.run_id, status)
+        if self.uri and self.uri.startswith(("http://", "https://")):
+            log.info("MLflow run %s ended %s: %s/#/experiments/%s/runs/%s", self.run_id, status,
+                     redact_text(self.uri).rstrip("/"), self.experiment_id, self.run_id)
 
     def __enter__(self) -> "Tracker":
         tracker = self.start()

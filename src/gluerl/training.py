@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError, DataError
-from .io import read_jsonl
-from .prompts import render_prompt
+from .prompts import read_prompt_file, render_prompt
 from .tasks import get_task
 
 
@@ -52,7 +51,7 @@ def load_train_records(files: Iterable[tuple[str, str | Path]], tokenizer=None, 
         task = get_task(task_name, task_files)
         if task.evaluation_only:
             raise ConfigError(f"task {task_name!r} is evaluation-only: it has no train split to train on")
-        rows = read_jsonl(path)
+        rows = read_prompt_file(path)
         if not rows:
             raise DataError("no rows to train on", path)
         for n, row in enumerate(rows, 1):
