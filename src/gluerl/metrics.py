@@ -10,6 +10,8 @@ fraction of questions whose answer options are all judged right and F1a the bina
 answer option; a ReCoRD query's prediction is the first candidate entity judged "Yes" (none: no
 prediction, F1 and EM 0), scored with SQuAD's normalised token F1 and exact match, the maximum over
 the gold answers.
+(An invalid ReCoRD answer becomes the wrong yes/no like any invalid answer: "Yes" for a wrong
+candidate, "No" for a gold one, so it never helps its query.)
 
 Confidence intervals (:func:`bootstrap`) resample the scoring units with replacement (examples,
 or whole questions/queries for grouped tasks) a seeded number of times and take the percentile
