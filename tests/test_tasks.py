@@ -115,6 +115,10 @@ def test_diagnostics_are_evaluation_only_with_the_rte_model():
             "eval_splits": {"v": "t"}, "labels": {0: "a"}}}, "cannot be mixed"),
     ({"t": {"hub": {"path": "x"}, "fields": {"a": "A"}, "instruction": "i", "metrics": ["accuracy"],
             "eval_splits": {"v": "t"}, "labels": {0: "a"}, "expand": "magic"}}, "unknown expand 'magic'"),
+    ({"t": {"hub": {"path": "x"}, "fields": {"a": "A"}, "instruction": "i", "metrics": ["multirc_em", "record_f1"],
+            "eval_splits": {"v": "t"}, "labels": {0: "a"}, "expand": "record_entities"}}, "different grouped scorings"),
+    ({"t": {"hub": {"path": "x"}, "fields": {"a": "A"}, "instruction": "i", "metrics": ["record_f1"],
+            "eval_splits": {"v": "t"}, "labels": {0: "a"}}}, "need 'expand: record_entities'"),
 ])
 def test_bad_declarations_name_the_task(tmp_path, bad, msg):
     f = tmp_path / "bad.yaml"

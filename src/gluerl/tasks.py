@@ -129,6 +129,10 @@ def _build(name: str, decl: dict[str, Any], benchmark: str, src: str) -> Task:
     grouped = set(decl["metrics"]) & GROUPED_METRICS
     if grouped and grouped != set(decl["metrics"]):
         raise ConfigError(f"{where}: grouped metrics {sorted(grouped)} cannot be mixed with per-example ones")
+    if grouped and not any(grouped <= fam for fam in ({"multirc_em", "multirc_f1a"}, {"record_f1", "record_em"})):
+        raise ConfigError(f"{where}: metrics {sorted(grouped)} belong to different grouped scorings (MultiRC, ReCoRD)")
+    if grouped & {"record_f1", "record_em"} and decl.get("expand") != "record_entities":
+        raise ConfigError(f"{where}: record_f1/record_em need 'expand: record_entities' (candidate entities)")
     if decl.get("expand") is not None and decl["expand"] not in EXPANSIONS:
         raise ConfigError(f"{where}: unknown expand {decl['expand']!r}; known: {sorted(EXPANSIONS)}")
     labels = {int(k): str(v) for k, v in (decl.get("labels") or {}).items()}
