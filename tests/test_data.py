@@ -97,3 +97,59 @@ def test_subsample_keeps_order():
     assert subsample(rows, None, 0) is rows
     out = subsample(rows, 5, 0)
     assert [r["idx"] for r in out] == sorted(r["idx"] for r in out)
+
+
+# ---- SuperGLUE: ReCoRD expansion, grouped subsampling, renamed columns ----
+RECORD, MULTIRC, AXB = get_task("record"), get_task("multirc"), get_task("axb")
+
+
+def record_row(q, entities, answers):
+    return {"passage": "Kim met Lee in Paris.\n@highlight\nA meeting", "query": "@placeholder met Lee.",
+            "entities": entities, "entity_spans": {}, "answers": answers, "idx": {"passage": 0, "query": q}}
+
+
+def test_record_query_becomes_one_yes_no_row_per_distinct_entity(tmp_path):
+    write(tmp_path / "record" / "validation.jsonl",
+          [record_row(0, ["Kim", "Lee", "Paris", "Kim"], ["Kim"]), record_row(1, ["Lee", "Paris"], ["Paris"])])
+    rows = load_split(RECORD, "validation", local(tmp_path))
+    assert [(r["query"], r["entity"], r["label"]) for r in rows[:3]] == [
+        ("Kim met Lee.", "Kim", 1), ("Lee met Lee.", "Lee", 0), ("Paris met Lee.", "Paris", 0)]
+    assert len(rows) == 5 and rows[0]["answers"] == ["Kim"]
+    assert rows[0]["idx"] == {"passage": 0, "query": 0, "entity": 0} and rows[4]["idx"]["query"] == 1
+    assert "@highlight" not in rows[0]["passage"]
+    assert set(rows[0]) == {"passage", "query", "entity", "answers", "label", "idx"}
+
+
+@pytest.mark.parametrize("row,msg", [
+    ({"query": "no slot"}, "line 2: query has no '@placeholder'"),
+    ({"entities": []}, "line 2: 'entities' must be a non-empty list"),
+    ({"answers": "Kim"}, "line 2: 'answers' must be a list of strings"),
+    ({"idx": 3}, "line 2: 'idx' must be a mapping"),
+])
+def test_bad_record_rows_are_named(tmp_path, row, msg):
+    path = write(tmp_path / "record" / "validation.jsonl",
+                 [record_row(0, ["Kim"], ["Kim"]), {**record_row(1, ["Kim"], ["Kim"]), **row}])
+    with pytest.raises(DataError, match=msg) as e:
+        load_split(RECORD, "validation", local(tmp_path))
+    assert str(path) in str(e.value)
+
+
+def test_grouped_tasks_subsample_whole_questions(tmp_path):
+    rows = [{"paragraph": f"Paragraph {p}.", "question": f"Q{q}?", "answer": f"A{a}", "label": a % 2,
+             "idx": {"paragraph": p, "question": q, "answer": a}}
+            for p in range(3) for q in range(4) for a in range(3)]
+    write(tmp_path / "multirc" / "validation.jsonl", rows)
+    out = load_split(MULTIRC, "validation", local(tmp_path, max_samples={"eval": 5}))
+    questions = {(r["idx"]["paragraph"], r["idx"]["question"]) for r in out}
+    assert len(questions) == 5 and len(out) == 15  # five questions with all three options each
+    assert out == load_split(MULTIRC, "validation", local(tmp_path, max_samples={"eval": 5}))
+    write(tmp_path / "record" / "validation.jsonl", [record_row(q, ["Kim", "Lee"], ["Lee"]) for q in range(6)])
+    rec = load_split(RECORD, "validation", local(tmp_path, max_samples={"eval": 2}))
+    assert len({r["idx"]["query"] for r in rec}) == 2 and len(rec) == 4
+
+
+def test_axb_reads_hub_columns_under_the_rte_field_names(tmp_path):
+    write(tmp_path / "axb" / "test.jsonl", [{"sentence1": "A dog runs.", "sentence2": "An animal moves.",
+                                             "label": -1, "idx": 0}])
+    rows = load_split(AXB, "test", local(tmp_path))
+    assert rows == [{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": -1, "idx": 0}]

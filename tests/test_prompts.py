@@ -87,3 +87,35 @@ def test_template_names_round_trip(name, parsed):
 def test_bad_template_names(bad):
     with pytest.raises(ConfigError):
         parse_template(bad)
+
+
+def test_superglue_prompts_name_the_label_words():
+    copa = get_task("copa")
+    ex = {"premise": "The man fell.", "question": "cause", "choice1": "He slipped.", "choice2": "He sang.",
+          "label": 0, "idx": 0}
+    user = build_messages(ex, copa)[0]["content"]
+    assert "Premise: The man fell.\nAsked for: cause\nOption one: He slipped.\nOption two: He sang." in user
+    assert user.endswith("Reply with <Judgement>Option one</Judgement> or <Judgement>Option two</Judgement>.")
+    assert format_split([ex], copa)[0]["answer"] == "Option one</Judgement>"
+    cb_user = build_messages({"premise": "p", "hypothesis": "h"}, get_task("cb"))[0]["content"]
+    assert cb_user.endswith("<Judgement>Entailment</Judgement>, <Judgement>Contradiction</Judgement> or "
+                            "<Judgement>Neutral</Judgement>.")
+
+
+def test_record_prompt_records_keep_entity_and_answers():
+    row = {"passage": "Kim met Lee.", "query": "Kim met Lee.", "entity": "Kim", "answers": ["Kim"], "label": 1,
+           "idx": {"passage": 0, "query": 0, "entity": 0}}
+    rec = format_split([row], get_task("record"))[0]
+    assert rec["entity"] == "Kim" and rec["answers"] == ["Kim"] and rec["answer"] == "Yes</Judgement>"
+    assert "entity" not in format_split([EX], RTE)[0]
+
+
+@pytest.mark.parametrize("task,text,label", [
+    ("copa", "Option one</Judgement>", 0), ("copa", "option 2</Judgement>", 1), ("copa", "Option one or Option two", None),
+    ("boolq", "True</Judgement>", 1), ("boolq", "No</Judgement>", 0), ("wic", "Different</Judgement>", 0),
+    ("cb", "Neutral</Judgement>", 2), ("record", "Yes</Judgement>", 1), ("multirc", "False</Judgement>", 0),
+])
+def test_superglue_answers_parse(task, text, label):
+    from gluerl.parsing import parse_answer
+
+    assert parse_answer(text, get_task(task)) == label

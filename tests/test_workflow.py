@@ -82,14 +82,21 @@ def test_dag_end_to_end_to_glue_csv(project):
     table = work / "results" / "tables" / "glue.csv"
     rows = list(csv.DictReader(table.open()))
     assert [r["method"] for r in rows] == METHODS
-    assert list(rows[0]) == ["method", "model", "seeds", "rte", "stsb", "mnli_m", "mnli_mm", "average"]
+    cols = ["rte", "stsb", "mnli_m", "mnli_mm"]
+    assert list(rows[0]) == ["method", "model", "seeds", *[c + s for c in cols for s in ("", "_lo", "_hi")], "average"]
     for r in rows:
         assert r["model"] == "tiny" and r["seeds"] == "2"
-        vals = [float(r[c]) for c in ("rte", "stsb", "mnli_m", "mnli_mm")]
+        vals = [float(r[c]) for c in cols]
         assert float(r["average"]) == pytest.approx(sum(vals) / 4, abs=0.051)
+        for c in cols:  # bootstrap interval of every score (bounds and score are each means over seeds)
+            assert float(r[c + "_lo"]) <= float(r[c + "_hi"]), (r["method"], c)
     # each score in the table is the mean over seeds of the evaluation files' scores
     res = [json.loads((work / f"results/eval/zeroshot/tiny/seed{s}/rte.json").read_text()) for s in (1, 2)]
     assert float(rows[0]["rte"]) == round(100 * sum(r["columns"]["rte"]["score"] for r in res) / 2, 1)
+    for r in res:
+        lo, hi = r["columns"]["rte"]["ci"]["score"]
+        assert lo <= r["columns"]["rte"]["score"] <= hi and r["columns"]["rte"]["bootstrap"]["resamples"] == 1000
+    assert float(rows[0]["rte_lo"]) == round(100 * sum(r["columns"]["rte"]["ci"]["score"][0] for r in res) / 2, 1)
     assert (work / "results/tables/glue.md").read_text().startswith("# GLUE")
     assert (work / "results/tables/glue.png").read_bytes()[:4] == b"\x89PNG"
     preds = (work / "results/eval/fewshot/tiny/seed1/mnli.predictions.jsonl").read_text().splitlines()
@@ -186,3 +193,31 @@ def test_full_grid_plans(tmp_path):
     for rule in ("train_sft", "train_ppo", "train_sft_ppo", "train_grpo"):
         assert counts[rule] == str(9 * 2), (rule, out)
     print(f"planned in {time.perf_counter() - t0:.1f}s")
+
+
+def plan_counts(tmp_path, cfg) -> tuple[dict, str]:
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(tmp_path / "grid.yaml"),
+                           "--replace-workflow-config", "--quiet", "rules"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    return dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M)), out
+
+
+SUPERGLUE = ["boolq", "cb", "copa", "multirc", "record", "superglue_rte", "wic", "wsc", "axb", "axg"]
+
+
+def test_superglue_full_grid_plans_superglue_csv(tmp_path):
+    """All SuperGLUE tasks, every method, two seeds: superglue.csv from 8 labelled tasks' evaluations."""
+    counts, out = plan_counts(tmp_path, {"tasks": SUPERGLUE, "methods": METHODS, "seeds": [1, 2],
+                                         "models": {"m": {"hub": "org/model"}}})
+    assert counts["evaluate_model"] == str(8 * 6 * 2), out  # axb/axg: no labels, not in the table
+    for rule in ("train_sft", "train_ppo", "train_sft_ppo", "train_grpo"):
+        assert counts[rule] == str(8 * 2), (rule, out)
+    assert counts["assemble_table"] == "1", out
+    # GLUE and SuperGLUE together: both tables; GLUE's rte and SuperGLUE's rte are separate tasks
+    counts, out = plan_counts(tmp_path, {"tasks": ["rte", "cola", "superglue_rte", "boolq"], "methods": ["zeroshot"],
+                                         "seeds": [1], "models": {"m": {"hub": "org/model"}}})
+    assert counts["assemble_table"] == "2" and counts["evaluate_model"] == "4", out
+    assert counts["download_dataset"] == "4", out  # validation splits of rte, cola, superglue_rte, boolq

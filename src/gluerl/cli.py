@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
         for name, task in registry(args.task_file).items():
             kind = "regression" if task.is_regression else "/".join(task.labels.values())
-            print(f"{name:8s} {task.benchmark:9s} {','.join(task.metrics):18s} {kind}")
+            print(f"{name:13s} {task.benchmark:9s} {','.join(task.metrics):20s} {kind}")
 
 
 def training_parser(doc: str | None, init_adapter: bool = False) -> argparse.ArgumentParser:

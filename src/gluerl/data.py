@@ -1,8 +1,15 @@
 """Task data: download from the hub or read a local folder, check every row, subsample.
 
 Both sources give rows in the hub dataset's schema (``nyu-mll/glue``: the task's fields,
-``label`` as an integer id, -1 where the split is unlabelled, or a float for STS-B, and ``idx``).
-A local folder holds ``{task}/{split}.jsonl`` (``../shared/glue`` is one).
+``label`` as an integer id, -1 where the split is unlabelled, or a float for STS-B, and ``idx``;
+``aps/super_glue`` likewise). A local folder holds ``{task}/{split}.jsonl`` (``../shared/glue`` is
+one; ``scripts/import_local_dataset.py`` builds one from other copies of a dataset).
+
+A task may rename hub columns (``rename``) and expand rows (``expand: record_entities``: a ReCoRD
+query with its candidate entities becomes one yes/no row per distinct entity, the query's
+``@placeholder`` filled with it, ``label`` 1 when the entity is a gold answer). Tasks scored per
+group (MultiRC questions, ReCoRD queries) are subsampled by whole groups: ``max_samples`` then
+counts questions or queries.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 
 from .errors import ConfigError, DataError
 from .io import read_jsonl
-from .tasks import Task
+from .tasks import Task, group_key
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +85,53 @@ def max_rows(task: Task, split: str, data_cfg: dict) -> int | None:
     return None
 
 
-def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
-    """At most ``n`` rows drawn with ``seed``, kept in their original order."""
-    if n is None or n >= len(rows):
+def subsample(rows: list[dict], n: int | None, seed: int, key=None) -> list[dict]:
+    """At most ``n`` rows drawn with ``seed``, kept in their original order.
+
+    With ``key`` (row -> group), ``n`` whole groups are drawn instead and all their rows kept.
+    """
+    if key is None:
+        if n is None or n >= len(rows):
+            return rows
+        keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+        return [rows[i] for i in keep]
+    groups = list(dict.fromkeys(key(r) for r in rows))
+    if n is None or n >= len(groups):
         return rows
-    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
-    return [rows[i] for i in keep]
+    chosen = {groups[i] for i in random.Random(seed).sample(range(len(groups)), n)}
+    return [r for r in rows if key(r) in chosen]
+
+
+def rename_columns(rows: list[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
+    """Hub column names -> the task's field names (``rename`` in the declaration)."""
+    if not task.rename:
+        return rows
+    return [{task.rename.get(k, k): v for k, v in r.items()} for r in rows]
+
+
+def expand_record(rows: list[dict[str, Any]], task: Task, where: str) -> list[dict[str, Any]]:
+    """ReCoRD queries -> one yes/no row per distinct candidate entity (see the module docstring)."""
+    out = []
+    for n, row in enumerate(rows, 1):
+        for f in ("passage", "query"):
+            if not isinstance(row.get(f), str) or not row[f].strip():
+                raise DataError(f"row has no text field {f!r} (task {task.name})", where, n)
+        if "@placeholder" not in row["query"]:
+            raise DataError(f"query has no '@placeholder' (task {task.name})", where, n)
+        ents, answers, idx = row.get("entities"), row.get("answers"), row.get("idx")
+        if not isinstance(ents, list) or not ents or not all(isinstance(e, str) and e.strip() for e in ents):
+            raise DataError(f"'entities' must be a non-empty list of strings (task {task.name})", where, n)
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise DataError(f"'answers' must be a list of strings (task {task.name})", where, n)
+        if not isinstance(idx, dict) or not {"passage", "query"} <= set(idx):
+            raise DataError(f"'idx' must be a mapping with 'passage' and 'query' (task {task.name})", where, n)
+        passage = row["passage"].replace("@highlight\n", "- ")
+        for j, ent in enumerate(dict.fromkeys(ents)):
+            out.append({"passage": passage, "query": row["query"].replace("@placeholder", ent),
+                        "entity": ent, "answers": answers,
+                        "label": (1 if ent in answers else 0) if answers else -1,
+                        "idx": {"passage": idx["passage"], "query": idx["query"], "entity": j}})
+    return out
 
 
 def load_split(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
@@ -101,10 +149,14 @@ def load_split(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
     else:
         rows = _hub_rows(task, split, data_cfg)
         where = f"{task.hub_path}/{task.hub_name}[{split}]"
-    keep_fields = list(task.fields) + ["label", "idx"]
+    rows = rename_columns(rows, task)
+    total = len(rows)
+    if task.expand == "record_entities":
+        rows = expand_record(rows, task, where)
+    keep_fields = list(task.fields) + list(task.extra_fields) + ["label", "idx"]
     check_rows(rows, task, split, where)
     rows = [{k: r[k] for k in keep_fields} for r in rows]
-    n = max_rows(task, split, data_cfg)
-    out = subsample(rows, n, data_cfg.get("subsample_seed", 0))
-    log.info("%s[%s]: %d rows (of %d) from %s", task.name, split, len(out), len(rows), where)
+    out = subsample(rows, max_rows(task, split, data_cfg), data_cfg.get("subsample_seed", 0),
+                    key=(lambda r: group_key(r["idx"])) if task.grouped else None)
+    log.info("%s[%s]: %d rows (from %d in the source) from %s", task.name, split, len(out), total, where)
     return out

@@ -2,7 +2,8 @@
 
 The model is loaded once per task (all its evaluation splits) by the caller. The result holds,
 per table column (one per evaluation split: ``mnli_m``, ``mnli_mm``...), the task's metrics, its
-score (their mean), the invalid rate and the number of examples; predictions keep every
+score (their mean), the invalid rate, the number of examples and bootstrap confidence intervals
+of every metric and the score (``ci``, from ``evaluation.bootstrap_*``); predictions keep every
 completion with its parse, so any number in a table can be traced to the text behind it.
 """
 
@@ -40,10 +41,14 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
     for r, c, p in zip(records, completions, preds):
         rows.append({"split": split, "idx": r["idx"], "label": r["label"], "completion": c, "prediction": p,
                      "valid": p is not None,
-                     "correct": None if r["label"] is None or task.is_regression else p == r["label"]})
+                     "correct": None if r["label"] is None or task.is_regression else p == r["label"],
+                     **{k: r[k] for k in task.extra_fields if k in r}})
     result: dict[str, Any] = {"split": split, "n": len(records), "seconds": round(seconds, 3),
                               "examples_per_second": round(len(records) / seconds, 3) if seconds > 0 else None,
                               "invalid_rate": sum(p is None for p in preds) / len(preds), **overflow.as_dict()}
     if task.labelled:
-        result.update(compute_metrics([r["label"] for r in records], preds, task))
+        result.update(compute_metrics([r["label"] for r in records], preds, task, meta=records,
+                                      resamples=eval_cfg.get("bootstrap_resamples", 1000),
+                                      seed=eval_cfg.get("bootstrap_seed", 0),
+                                      confidence=eval_cfg.get("confidence_level", 0.95)))
     return result, rows

@@ -108,7 +108,7 @@ def draw_demonstrations(train: Sequence[dict[str, Any]], task: Task, k: int, see
 
 
 def format_split(rows: Iterable[dict[str, Any]], task: Task, demos: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
-    """Prompt records for a split: idx, label, messages, plain prompt, and target answer."""
+    """Prompt records for a split: idx, label, messages, plain prompt, target answer (and the task's extra fields)."""
     out = []
     for row in rows:
         msgs = build_messages(row, task, demos)
@@ -120,6 +120,7 @@ def format_split(rows: Iterable[dict[str, Any]], task: Task, demos: Sequence[dic
                 "messages": msgs,
                 "prompt": render_plain(msgs),
                 "answer": answer_text(row["label"], task) if labelled else None,
+                **{k: row[k] for k in task.extra_fields},  # what grouped metrics need (ReCoRD)
             }
         )
     return out

@@ -1,7 +1,10 @@
 """Benchmark tables: a row per method and model, a column per task column plus the average.
 
 Scores are percent with one decimal, the mean over seeds of each column's score (the mean of the
-task's metrics, the leaderboard convention). The average counts the columns of tasks that are
+task's metrics, the leaderboard convention). Each column has its bootstrap confidence interval
+(``{column}_lo``, ``{column}_hi`` in the CSV, ``47.3 [41.5, 53.1]`` in Markdown, error bars in the
+chart): the evaluation's percentile interval of the score, averaged over seeds bound by bound; blank
+for results evaluated without intervals. The average counts the columns of tasks that are
 ``in_average``. The same table is written as CSV, Markdown (with the invalid-answer rates) and a
 bar chart PNG.
 """
@@ -18,6 +21,13 @@ from .errors import DataError
 from .tasks import Task
 
 METHOD_ORDER = ["zeroshot", "fewshot", "sft", "ppo", "sft_ppo", "grpo"]
+CI_SUFFIXES = ("_lo", "_hi")
+
+
+def score_columns(header: Sequence[str]) -> list[str]:
+    """The score columns of a table header (no method/model/seeds, no interval columns)."""
+    names = set(header)
+    return [h for h in header[3:] if not (h.endswith(CI_SUFFIXES) and h[:-3] in names)]
 
 
 def columns_for(tasks: Sequence[Task]) -> list[tuple[str, Task]]:
@@ -40,6 +50,7 @@ def build_table(results: Sequence[dict], tasks: Sequence[Task]) -> tuple[list[st
     cols = columns_for(tasks)
     groups: dict[tuple[str, str], dict[str, list]] = {}
     invalid: dict[tuple[str, str], dict[str, list]] = {}
+    bounds: dict[tuple[str, str], dict[str, list]] = {}
     seeds: dict[tuple[str, str], set] = {}
     for r in results:
         key = (r["method"], r["model"])
@@ -48,6 +59,8 @@ def build_table(results: Sequence[dict], tasks: Sequence[Task]) -> tuple[list[st
             if "score" in res:
                 groups.setdefault(key, {}).setdefault(col, []).append(res["score"])
                 invalid.setdefault(key, {}).setdefault(col, []).append(res["invalid_rate"])
+                if "score" in res.get("ci", {}):
+                    bounds.setdefault(key, {}).setdefault(col, []).append(res["ci"]["score"])
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     rows = []
     for key in sorted(groups, key=lambda k: (k[1], order.get(k[0], 99), k[0])):
@@ -56,13 +69,17 @@ def build_table(results: Sequence[dict], tasks: Sequence[Task]) -> tuple[list[st
         for col, task in cols:
             vals = groups[key].get(col)
             row[col] = round(100 * float(np.mean(vals)), 1) if vals else None
+            ci = bounds.get(key, {}).get(col)
+            ok = bool(vals) and ci is not None and len(ci) == len(vals)  # every seed has its interval
+            for i, suffix in enumerate(CI_SUFFIXES):
+                row[col + suffix] = round(100 * float(np.mean([b[i] for b in ci])), 1) if ok else None
             if vals and task.in_average:
                 in_avg.append(100 * float(np.mean(vals)))
         n_avg = sum(1 for _, t in cols if t.in_average)
         row["average"] = round(float(np.mean(in_avg)), 1) if in_avg and len(in_avg) == n_avg else None
         row["_invalid"] = {c: round(100 * float(np.mean(v)), 1) for c, v in invalid[key].items()}
         rows.append(row)
-    header = ["method", "model", "seeds"] + [c for c, _ in cols] + ["average"]
+    header = ["method", "model", "seeds"] + [c + s for c, _ in cols for s in ("", *CI_SUFFIXES)] + ["average"]
     return header, rows
 
 
@@ -90,10 +107,17 @@ def to_markdown(header: list[str], rows: list[dict], title: str) -> str:
     def fmt(v):
         return "–" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
 
-    lines = [f"# {title}", "", "Scores in percent (mean over seeds); average over the benchmark's tasks.", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(r.get(h)) for h in header) + " |" for r in rows]
-    cols = header[3:-1]
+    def cell(r, h):
+        lo, hi = r.get(h + "_lo"), r.get(h + "_hi")
+        return fmt(r.get(h)) + (f" [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else "")
+
+    shown = header[:3] + score_columns(header)
+    lines = [f"# {title}", "", "Scores in percent (mean over seeds) with their bootstrap confidence interval "
+             "[low, high] (evaluation.confidence_level; each bound the mean over seeds); average over the "
+             "benchmark's tasks.", ""]
+    lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(cell(r, h) for h in shown) + " |" for r in rows]
+    cols = score_columns(header)[:-1]
     lines += ["", "Invalid (unparseable or ambiguous) answers, percent:", ""]
     lines += ["| method | model | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
     lines += [f"| {r['method']} | {r['model']} | " + " | ".join(fmt(r['_invalid'].get(c)) for c in cols) + " |" for r in rows]
@@ -106,13 +130,16 @@ def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = header[3:]
+    cols = score_columns(header)
     x = np.arange(len(cols))
     width = 0.8 / max(len(rows), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cols) + 2), 4.5))
     for i, r in enumerate(rows):
         vals = [np.nan if r.get(c) is None else r[c] for c in cols]
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width, label=f"{r['method']} ({r['model']})")
+        err = np.array([[v - r[c + "_lo"], r[c + "_hi"] - v] if r.get(c + "_lo") is not None else [np.nan, np.nan]
+                        for c, v in zip(cols, vals)]).T
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width, label=f"{r['method']} ({r['model']})",
+               yerr=err, capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(x, cols, rotation=30, ha="right")
     ax.set_ylabel("score (%)")
     ax.set_title(title)

@@ -1,7 +1,7 @@
 """Task registry: the one source of truth for fields, label words, metrics and instructions.
 
-Tasks are data. Each benchmark is a YAML file (``gluerl/tasks/*.yaml`` ships GLUE; a user adds
-SuperGLUE or their own tasks with more files, named in the config's ``task_files``) holding a
+Tasks are data. Each benchmark is a YAML file (``gluerl/tasks/*.yaml`` ships GLUE and SuperGLUE;
+a user adds their own tasks with more files, named in the config's ``task_files``) holding a
 mapping of task name to declaration. A declaration may inherit from another with ``base:``;
 ``abstract: true`` marks a base that is not a task itself.
 
@@ -23,7 +23,6 @@ import yaml
 
 from .errors import ConfigError
 
-METRIC_NAMES = {"accuracy", "mcc", "f1", "pearson", "spearman"}
 SUBMISSION_FORMATS = {"tsv": ".tsv", "jsonl": ".jsonl"}
 SUBMISSION_LAYOUTS = {"flat", "multirc"}
 
@@ -38,6 +37,13 @@ class Submission:
     layout: str = "flat"              # flat, or multirc (answers nested per paragraph and question)
     idx_key: str | None = None        # key of a dict ``idx`` that the server names (ReCoRD: query)
     decimals: int = 3                 # regression scores are written with this many decimals
+
+
+METRIC_NAMES = {"accuracy", "mcc", "f1", "macro_f1", "pearson", "spearman",
+                "multirc_em", "multirc_f1a", "record_f1", "record_em"}
+# metrics scored per group of examples (a MultiRC question, a ReCoRD query), not per example
+GROUPED_METRICS = {"multirc_em", "multirc_f1a", "record_f1", "record_em"}
+EXPANSIONS = {"record_entities"}  # row expansions a task may declare (see gluerl.data)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,18 @@ class Task:
     in_average: bool = True
     labelled: bool = True
     submission: Submission | None = None
+    rename: dict[str, str] = field(default_factory=dict)
+    expand: str | None = None
+
+    @property
+    def extra_fields(self) -> tuple[str, ...]:
+        """Columns kept beside the fields (not shown in the prompt) that the metrics need."""
+        return ("entity", "answers") if self.expand == "record_entities" else ()
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the task is scored per group (question, query) rather than per example."""
+        return bool(set(self.metrics) & GROUPED_METRICS)
 
     @property
     def is_regression(self) -> bool:
@@ -158,6 +176,15 @@ def _build(name: str, decl: dict[str, Any], benchmark: str, src: str) -> Task:
     bad = set(decl["metrics"]) - METRIC_NAMES
     if bad:
         raise ConfigError(f"{where}: unknown metric(s) {sorted(bad)}; known: {sorted(METRIC_NAMES)}")
+    grouped = set(decl["metrics"]) & GROUPED_METRICS
+    if grouped and grouped != set(decl["metrics"]):
+        raise ConfigError(f"{where}: grouped metrics {sorted(grouped)} cannot be mixed with per-example ones")
+    if grouped and not any(grouped <= fam for fam in ({"multirc_em", "multirc_f1a"}, {"record_f1", "record_em"})):
+        raise ConfigError(f"{where}: metrics {sorted(grouped)} belong to different grouped scorings (MultiRC, ReCoRD)")
+    if grouped & {"record_f1", "record_em"} and decl.get("expand") != "record_entities":
+        raise ConfigError(f"{where}: record_f1/record_em need 'expand: record_entities' (candidate entities)")
+    if decl.get("expand") is not None and decl["expand"] not in EXPANSIONS:
+        raise ConfigError(f"{where}: unknown expand {decl['expand']!r}; known: {sorted(EXPANSIONS)}")
     labels = {int(k): str(v) for k, v in (decl.get("labels") or {}).items()}
     aliases = {int(k): tuple(map(str, v)) for k, v in (decl.get("aliases") or {}).items()}
     for k in aliases:
@@ -182,6 +209,8 @@ def _build(name: str, decl: dict[str, Any], benchmark: str, src: str) -> Task:
         in_average=bool(decl.get("in_average", True)),
         labelled=bool(decl.get("labelled", True)),
         submission=_submission(decl.get("submission"), labels, where),
+        rename={str(k): str(v) for k, v in (decl.get("rename") or {}).items()},
+        expand=decl.get("expand"),
     )
 
 
@@ -231,3 +260,14 @@ def get_task(name: str, extra_files: Iterable[str | Path] = ()) -> Task:
     if name not in tasks:
         raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(tasks))}")
     return tasks[name]
+
+
+def group_key(idx: Any) -> tuple:
+    """The group an example is scored in: its ``idx`` mapping without the last key.
+
+    MultiRC's ``{paragraph, question, answer}`` groups answer options by question; an expanded
+    ReCoRD example's ``{passage, query, entity}`` groups candidates by query.
+    """
+    if not isinstance(idx, dict) or len(idx) < 2:
+        raise ValueError(f"grouped scoring needs an idx mapping of two or more keys, not {idx!r}")
+    return tuple(list(idx.values())[:-1])
