@@ -19,11 +19,9 @@ import os
 import time
 
 from gluerl import cli
-from gluerl.errors import ConfigError, DataError
 from gluerl.evaluation import evaluate_split
 from gluerl.io import write_json, write_jsonl
 from gluerl.models import load_model, load_tokenizer
-from gluerl.prompts import read_prompt_file
 from gluerl.tasks import get_task
 from gluerl.tracking import flatten, start_run
 
@@ -33,25 +31,14 @@ log = logging.getLogger("gluerl.evaluate")
 def main(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--task", required=True)
-    p.add_argument("--method", required=True, help="row label in the tables (zeroshot, fewshot, sft, ...)")
-    p.add_argument("--model", required=True, help="model name (row label)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model-dir", required=True, help="prepared model folder")
-    p.add_argument("--adapter", help="LoRA adapter folder to apply")
+    cli.add_model_args(p)
     p.add_argument("--prompts", action="append", required=True, metavar="SPLIT=FILE", help="prompt file per evaluation split")
     p.add_argument("--output", required=True, help="result JSON")
     p.add_argument("--predictions", required=True, help="per-example predictions JSONL")
     args = p.parse_args(argv)
     cfg = cli.load(args)
     task = get_task(args.task, cfg["task_files"])
-    files = dict(s.split("=", 1) for s in args.prompts)
-    unknown = set(files) - set(task.eval_splits)
-    if unknown:
-        raise ConfigError(f"task {task.name}: {sorted(unknown)} are not evaluation splits ({list(task.eval_splits)})")
-    records = {split: read_prompt_file(path) for split, path in files.items()}
-    for split, rows in records.items():
-        if not rows:
-            raise DataError("prompt file is empty", files[split])
+    files, records = cli.read_split_prompts(args.prompts, task.eval_splits, task.name, "evaluation splits")
     spec = cfg["models"].get(args.model, {})
     ev = cfg["evaluation"]
     params = {**flatten(ev, "evaluation"), **flatten(cfg["prompting"], "prompting"), "model": args.model,

@@ -34,11 +34,7 @@ log = logging.getLogger("gluerl.evaluate_transfer")
 def main(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--target", required=True, help="name of an entry of the config's transfer list")
-    p.add_argument("--method", required=True, help="row label in the table (zeroshot, fewshot, sft, ...)")
-    p.add_argument("--model", required=True, help="model name (row label)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model-dir", required=True, help="prepared model folder")
-    p.add_argument("--adapter", help="LoRA adapter folder of the source task (or the multi-task one)")
+    cli.add_model_args(p, "LoRA adapter folder of the source task (or the multi-task one)")
     p.add_argument("--prompts", required=True, help="prompt file of the target's rows")
     p.add_argument("--output", required=True, help="result JSON")
     p.add_argument("--predictions", required=True, help="per-example predictions JSONL")
@@ -65,7 +61,7 @@ def main(argv=None):
         unscored = dataclasses.replace(source, labelled=False)  # scored below, over the target's classes
         res, preds = evaluate_split(model, tok, unscored, target.split, records, ev,
                                     cfg["prompting"]["chat_template"], args.seed)
-        res.update(score(preds, target, source))
+        res.update(score(preds, target, source, ev))
         log.info("%s %s <- %s: %s", args.method, target.name, source.name,
                  {k: round(v, 4) for k, v in res.items() if isinstance(v, float)})
         write_jsonl(args.predictions, preds)

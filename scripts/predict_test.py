@@ -19,9 +19,8 @@ import logging
 import os
 
 from gluerl import cli
-from gluerl.errors import ConfigError, DataError
 from gluerl.evaluation import evaluate_split
-from gluerl.io import read_jsonl, write_jsonl
+from gluerl.io import write_jsonl
 from gluerl.models import load_model, load_tokenizer
 from gluerl.tasks import get_task
 from gluerl.tracking import flatten, start_run
@@ -32,25 +31,14 @@ log = logging.getLogger("gluerl.predict_test")
 def main(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--task", required=True, help="task name from the registry (with a submission block)")
-    p.add_argument("--method", required=True, help="method name (zeroshot, fewshot, sft, ...)")
-    p.add_argument("--model", required=True, help="model name")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model-dir", required=True, help="prepared model folder")
-    p.add_argument("--adapter", help="LoRA adapter folder to apply")
+    cli.add_model_args(p)
     p.add_argument("--prompts", action="append", required=True, metavar="SPLIT=FILE",
                    help="prompt file of each test split (repeat)")
     p.add_argument("--output", required=True, help="predictions JSONL (every split of the task)")
     args = p.parse_args(argv)
     cfg = cli.load(args)
     task = get_task(args.task, cfg["task_files"])
-    files = dict(s.split("=", 1) for s in args.prompts)
-    unknown = set(files) - set(task.test_splits)
-    if unknown:
-        raise ConfigError(f"task {task.name}: {sorted(unknown)} are not its submission test splits ({task.test_splits})")
-    records = {split: read_jsonl(path) for split, path in files.items()}
-    for split, rows in records.items():
-        if not rows:
-            raise DataError("prompt file is empty", files[split])
+    files, records = cli.read_split_prompts(args.prompts, task.test_splits, task.name, "submission test splits")
     params = {**flatten(cfg["evaluation"], "evaluation"), "model": args.model, "task": task.name,
               "method": args.method, "seed": args.seed, "adapter": args.adapter or "",
               "snakemake_rule": os.environ.get("GLUERL_RULE", "")}

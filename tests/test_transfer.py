@@ -129,6 +129,11 @@ def test_score_with_an_f1_source_keeps_its_positive_class():
     rows = [{"label": g, "prediction": p} for g, p in [(1, 1), (1, 0), (0, 1), (0, 0)]]
     res = score(rows, t, TASKS["mrpc"])
     assert res["f1"] == pytest.approx(0.5) and res["accuracy"] == pytest.approx(0.5)
+    assert "ci" not in res
+    boot = score(rows * 10, t, TASKS["mrpc"], {"bootstrap_resamples": 200, "bootstrap_seed": 3})
+    lo, hi = boot["ci"]["score"]
+    assert boot["score"] == pytest.approx(0.5) and lo < 0.5 < hi and boot["bootstrap"]["units"] == 40
+    assert boot["ci"] == score(rows * 10, t, TASKS["mrpc"], {"bootstrap_resamples": 200, "bootstrap_seed": 3})["ci"]
 
 
 def result(method, seed, target, value, invalid=0.0):
@@ -156,7 +161,9 @@ def test_table_has_a_row_per_method_and_a_column_per_target(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((out / "transfer.csv").open()))
-    assert list(rows[0]) == ["method", "model", "seeds", "imdb", "babi", "average"]
+    assert list(rows[0]) == ["method", "model", "seeds", "imdb", "imdb_lo", "imdb_hi", "babi", "babi_lo", "babi_hi",
+                             "average"]
+    assert rows[0]["imdb_lo"] == ""  # these results carry no bootstrap interval
     assert [r["method"] for r in rows] == ["zeroshot", "sft"]
     assert [float(rows[0][c]) for c in ("imdb", "babi", "average")] == [55.0, 42.5, 48.8]  # 48.75 rounds half-even
     assert [float(rows[1][c]) for c in ("imdb", "babi", "average")] == [85.0, 53.5, 69.2]

@@ -115,7 +115,7 @@ def run_with_gpus(count: int, cmd: list[str], accelerate: bool = False, accelera
     devices = visible_devices()
     if count <= 0 or not devices:
         if count > 0:
-            print(f"gluerl.gpus: no GPU on this machine; running on the CPU", file=sys.stderr, flush=True)
+            print("gluerl.gpus: no GPU on this machine; running on the CPU", file=sys.stderr, flush=True)
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ""
         return call(0)

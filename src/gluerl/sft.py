@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import ConfigError, DataError, TrainingError
+from .errors import ConfigError, TrainingError
 from .io import write_json
 from .training import load_train_records, lora_config, set_seed
 

@@ -258,8 +258,9 @@ def load_target(target: Target, source: Task, data_cfg: dict) -> list[dict[str, 
 
 # ---------------------------------------------------------------- scoring
 
-def score(rows: Sequence[dict[str, Any]], target: Target, source: Task) -> dict[str, Any]:
-    """The source task's metrics over the target's classes, ``score``, ``invalid_rate``, ``n``.
+def score(rows: Sequence[dict[str, Any]], target: Target, source: Task, eval_cfg: dict | None = None) -> dict[str, Any]:
+    """The source task's metrics over the target's classes, ``score``, ``invalid_rate``, ``n``, and
+    their bootstrap intervals (``ci``) when ``eval_cfg`` asks for resamples (``bootstrap_*``).
 
     ``rows`` are prediction rows (``label``: the row's source id or score, ``prediction``: the
     parsed answer, a source id, score or None). An answer naming a source label outside every
@@ -269,14 +270,17 @@ def score(rows: Sequence[dict[str, Any]], target: Target, source: Task) -> dict[
         raise DataError(f"transfer target {target.name}: no predictions to score")
     gold = [r["label"] for r in rows]
     preds = [r["prediction"] for r in rows]
+    ev = eval_cfg or {}
+    boot = {"resamples": ev.get("bootstrap_resamples", 0), "seed": ev.get("bootstrap_seed", 0),
+            "confidence": ev.get("confidence_level", 0.95)}
     if source.is_regression:
-        result = compute_metrics(gold, preds, source)
+        result = compute_metrics(gold, preds, source, **boot)
     else:
         cls = collapse(target)
         classes = sorted(set(cls.values()))
         pseudo = dataclasses.replace(source, labels={c: source.labels[c] for c in classes}, aliases={})
         mapped = [None if p is None else cls.get(int(p)) for p in preds]
-        result = compute_metrics([cls[int(g)] for g in gold], mapped, pseudo)
+        result = compute_metrics([cls[int(g)] for g in gold], mapped, pseudo, **boot)
         result["unmapped_rate"] = sum(p is not None and m is None for p, m in zip(preds, mapped)) / len(rows)
         result["invalid_rate"] = sum(p is None for p in preds) / len(rows)
     result["n"] = len(rows)
