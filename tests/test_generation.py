@@ -42,3 +42,55 @@ def test_batch_size_does_not_change_greedy_output(tiny_model):
     a = generate(model, tok, prompts, max_new_tokens=5, batch_size=1, progress=False)
     b = generate(model, tok, prompts, max_new_tokens=5, batch_size=7, progress=False)
     assert a == b
+
+
+def test_batch_cache_writes_in_place_and_matches_concatenation(tiny_model):
+    """The batch cache holds the prefix in every row and appends in place (no copy of the cache per
+    step); past its capacity it still appends correctly (by concatenation)."""
+    import torch
+
+    from gluerl.generation import batch_cache, prefix_cache
+
+    tok, model = load_tokenizer(tiny_model), load_model(tiny_model)
+    ids = tok("The quick brown fox jumps over the lazy dog", add_special_tokens=False)["input_ids"]
+    prefix = prefix_cache(model, ids)
+    past = batch_cache(prefix, 3, len(ids) + 3)
+    assert past is not None and len(past.layers) == len(prefix.layers)
+    layer, src = past.layers[0], prefix.layers[0]
+    b, h, n, d = layer.keys.shape
+    assert (b, n) == (3, len(ids)) and torch.equal(layer.keys, src.keys.expand(3, -1, -1, -1))
+    assert past.get_seq_length() == len(ids)
+    ptr = layer.keys.data_ptr()
+    k, v = torch.randn(3, h, 2, d), torch.randn(3, h, 2, d)
+    keys, values = layer.update(k, v)
+    assert keys.data_ptr() == ptr  # written into the preallocated buffer
+    assert torch.equal(keys, torch.cat([src.keys.expand(3, -1, -1, -1), k], dim=-2))
+    assert torch.equal(values, torch.cat([src.values.expand(3, -1, -1, -1), v], dim=-2))
+    k2, v2 = torch.randn(3, h, 2, d), torch.randn(3, h, 2, d)  # 1 slot left: falls back, still right
+    keys2, _ = layer.update(k2, v2)
+    assert torch.equal(keys2, torch.cat([keys, k2], dim=-2)) and keys2.shape[-2] == len(ids) + 4
+    assert prefix.layers[0].keys.shape[0] == 1  # the shared prefix itself is left as it was
+    assert batch_cache(None, 3, 10) is None
+
+
+def test_shared_prefix_is_computed_once_while_the_weights_stay(tiny_model):
+    import torch
+
+    from gluerl.generation import shared_prefix_cache
+
+    tok, model = load_tokenizer(tiny_model), load_model(tiny_model)
+    ids = tok("The quick brown fox jumps over the lazy dog", add_special_tokens=False)["input_ids"]
+    calls = []
+    orig = model.forward
+    model.forward = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    a = shared_prefix_cache(model, ids)
+    assert shared_prefix_cache(model, ids) is a and len(calls) == 1
+    assert shared_prefix_cache(model, ids[:-1]) is not a and len(calls) == 2  # another prefix
+    b = shared_prefix_cache(model, ids)
+    assert len(calls) == 3
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.5)  # weights changed in place: recomputed, and different
+    c = shared_prefix_cache(model, ids)
+    assert len(calls) == 4 and not torch.equal(c.layers[0].keys, b.layers[0].keys)
+    other = load_model(tiny_model)  # another model (same weights as loaded) never gets this one's cache
+    assert shared_prefix_cache(other, ids) is not c
