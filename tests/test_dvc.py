@@ -238,7 +238,7 @@ def test_repro_push_pull_round_trip(dvc_project):
     train_log = first[first.index("Running stage 'train'"):first.index("Running stage 'evaluate'")]
     assert "--omit-from evaluate_model" in train_log and "Nothing to be done" in train_log  # no jobs, exit 0
     rows = (work / "results/tables/glue.csv").read_text().splitlines()
-    assert rows[0].startswith("method,model,seeds,rte,average") and len(rows) == 3
+    assert rows[0] == "method,model,seeds,rte,rte_lo,rte_hi,average" and len(rows) == 3
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
     # the params DVC recorded are the config's sections; train tracks the whole file

@@ -115,7 +115,7 @@ def test_dag_through_slurm_to_glue_csv(slurm_run):
     work, out, seconds = slurm_run
     rows = list(csv.DictReader((work / "results" / "tables" / "glue.csv").open()))
     assert [r["method"] for r in rows] == ["zeroshot", "fewshot"]
-    assert list(rows[0]) == ["method", "model", "seeds", "rte", "average"]
+    assert list(rows[0]) == ["method", "model", "seeds", "rte", "rte_lo", "rte_hi", "average"]
     assert all(r["model"] == "tiny" and r["seeds"] == "1" for r in rows)
     print(f"workflow through SLURM: {seconds:.0f}s")
 

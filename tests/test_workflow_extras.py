@@ -101,7 +101,9 @@ def test_submissions_and_transfer_end_to_end(extras):
     # score is recomputed here from its predictions with the target's label mapping
     rows = list(csv.DictReader((work / "results/tables/transfer.csv").open()))
     assert [r["method"] for r in rows] == ["zeroshot", "sft"]
-    assert list(rows[0]) == ["method", "model", "seeds", "claims", "babi", "average"]
+    assert list(rows[0]) == ["method", "model", "seeds", "claims", "claims_lo", "claims_hi", "babi", "babi_lo", "babi_hi",
+                             "average"]
+    assert all(float(r["claims_lo"]) <= float(r["claims"]) <= float(r["claims_hi"]) for r in rows)  # bootstrap interval
     targets = {t.name: t for t in parse_targets(cfg, {n: get_task(n) for n in ("rte", "mnli")}, check_files=False)}
     for r in rows:
         for name, source in (("claims", "rte"), ("babi", "mnli")):
