@@ -222,3 +222,31 @@ def test_make_submission_cli_writes_archive_and_manifest(tmp_path):
          "--output", str(tmp_path / "x.zip"), "--manifest", str(tmp_path / "x.json")],
         capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "--train is missing for task(s) ['rte']" in bad.stderr
+
+
+def test_superglue_registry_record_test_predictions_become_one_entity_per_query():
+    """The shipped ReCoRD task: test rows expand to candidates; the file has the first 'Yes' per query."""
+    from gluerl.data import expand_record
+
+    task = get_task("record")
+    raw = [{"passage": "Paris and Rome @highlight\nOslo", "query": "@placeholder is in Italy.",
+            "entities": ["Paris", "Rome", "Oslo", "Rome"], "answers": [], "idx": {"passage": 0, "query": 7}},
+           {"passage": "Lima or Quito", "query": "@placeholder is in Peru.",
+            "entities": ["Quito", "Lima"], "answers": [], "idx": {"passage": 1, "query": 2}}]
+    rows = expand_record(raw, task, "test.jsonl")
+    assert [r["label"] for r in rows] == [-1] * 5  # test rows: no answers, no labels
+    answers = {("Paris", 7): 0, ("Rome", 7): 1, ("Oslo", 7): 1, ("Quito", 2): None, ("Lima", 2): 0}
+    preds = [{"split": "test", "idx": r["idx"], "entity": r["entity"],
+              "prediction": answers[(r["entity"], r["idx"]["query"])]} for r in rows]
+    random.Random(1).shuffle(preds)
+    files, report = build_files([task], {"record": preds}, {"record": []})
+    # query 7: Rome is the first candidate (entity order) answered Yes; query 2: none -> its first candidate
+    assert files["ReCoRD.jsonl"] == '{"idx": 2, "label": "Quito"}\n{"idx": 7, "label": "Rome"}\n'
+    assert report["ReCoRD.jsonl"]["rows"] == 2 and report["ReCoRD.jsonl"]["fallbacks"] == 1
+
+
+def test_every_superglue_task_with_a_test_split_has_a_submission_file():
+    names = {t.submission.files["test"] for t in registry().values()
+             if t.benchmark == "superglue" and t.submission is not None}
+    assert names == {"BoolQ.jsonl", "CB.jsonl", "COPA.jsonl", "MultiRC.jsonl", "ReCoRD.jsonl", "RTE.jsonl",
+                     "WiC.jsonl", "WSC.jsonl", "AX-b.jsonl", "AX-g.jsonl"}

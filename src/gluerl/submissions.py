@@ -89,8 +89,33 @@ def _sort_key(v: Any):
     return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
 
 
-def resolve(task: Task, rows: Sequence[dict[str, Any]], fallback: int | float) -> tuple[list[tuple[Any, Any]], int]:
-    """((idx, server label) in index order, number of fallbacks) for one split's prediction rows."""
+def record_queries(task: Task, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ReCoRD: the per-candidate yes/no prediction rows -> one row per query.
+
+    The query's prediction is its first candidate (in entity order) answered "Yes", as in the
+    metrics; a query with none gets its own first candidate as the fallback (``fallback``).
+    """
+    queries: dict[tuple, list[dict]] = {}
+    for n, r in enumerate(rows, 1):
+        idx = r.get("idx")
+        if not isinstance(idx, dict) or not {"passage", "query", "entity"} <= set(idx) or "entity" not in r:
+            raise DataError(f"task {task.name}: prediction row {n} is not a ReCoRD candidate row "
+                            "(idx with passage/query/entity and an 'entity')")
+        queries.setdefault((r.get("split"), idx["passage"], idx["query"]), []).append(r)
+    out = []
+    for (split, passage, query), cands in queries.items():
+        cands.sort(key=lambda r: r["idx"]["entity"])
+        yes = [r["entity"] for r in cands if r.get("prediction") == 1]
+        out.append({"split": split, "idx": {"passage": passage, "query": query},
+                    "prediction": yes[0] if yes else None, "fallback": cands[0]["entity"]})
+    return out
+
+
+def resolve(task: Task, rows: Sequence[dict[str, Any]], fallback: int | float | None) -> tuple[list[tuple[Any, Any]], int]:
+    """((idx, server label) in index order, number of fallbacks) for one split's prediction rows.
+
+    An invalid prediction takes the row's own ``fallback`` when it has one (ReCoRD), else ``fallback``.
+    """
     out, fallbacks, seen = [], 0, set()
     for n, r in enumerate(rows, 1):
         if "idx" not in r:
@@ -101,7 +126,9 @@ def resolve(task: Task, rows: Sequence[dict[str, Any]], fallback: int | float) -
         seen.add(key)
         pred = r.get("prediction")
         if pred is None:
-            pred, fallbacks = fallback, fallbacks + 1
+            pred, fallbacks = r.get("fallback", fallback), fallbacks + 1
+            if pred is None:
+                raise DataError(f"task {task.name}: prediction row {n} is invalid and there is no fallback")
         out.append((r["idx"], server_label(task, pred)))
     if task.submission.layout == "multirc":
         out.sort(key=lambda x: tuple(_sort_key(x[0][k]) for k in ("paragraph", "question", "answer")))
@@ -159,13 +186,17 @@ def build_files(tasks: Sequence[Task], predictions: dict[str, list[dict]], train
         if task.name not in predictions:
             raise DataError(f"no test predictions for task {task.name!r}")
         by_split: dict[str, list] = {}
-        for r in predictions[task.name]:
+        rows_all = predictions[task.name]
+        if task.expand == "record_entities":
+            rows_all = record_queries(task, rows_all)
+        for r in rows_all:
             by_split.setdefault(r.get("split"), []).append(r)
         extra = set(by_split) - set(sub.files)
         if extra:
             raise DataError(f"task {task.name}: predictions for split(s) {sorted(map(str, extra))} that have no "
                             f"submission file (files: {sub.files})")
-        fallback = fallback_label(task, train_rows[task.name])
+        # ReCoRD's fallback is each query's own first candidate (record_queries), not a training label
+        fallback = None if task.expand == "record_entities" else fallback_label(task, train_rows[task.name])
         for split, fname in sub.files.items():
             rows = by_split.get(split)
             if not rows:
@@ -176,7 +207,8 @@ def build_files(tasks: Sequence[Task], predictions: dict[str, list[dict]], train
             files[fname] = format_file(task, resolved)
             report[fname] = {"task": task.name, "split": split, "rows": len(rows), "fallbacks": n_fallback,
                              "fallback_rate": round(n_fallback / len(rows), 4),
-                             "fallback_label": server_label(task, fallback)}
+                             "fallback_label": "the query's first candidate" if fallback is None
+                             else server_label(task, fallback)}
     return files, report
 
 
