@@ -22,6 +22,7 @@ from gluerl import cli
 from gluerl.evaluation import evaluate_split
 from gluerl.io import write_json, write_jsonl
 from gluerl.models import load_model, load_tokenizer
+from gluerl.prompts import read_split_prompts
 from gluerl.tasks import get_task
 from gluerl.tracking import flatten, start_run
 
@@ -38,7 +39,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = cli.load(args)
     task = get_task(args.task, cfg["task_files"])
-    files, records = cli.read_split_prompts(args.prompts, task.eval_splits, task.name, "evaluation splits")
+    files, records = read_split_prompts(args.prompts, task.eval_splits, task.name, "evaluation splits")
     spec = cfg["models"].get(args.model, {})
     ev = cfg["evaluation"]
     params = {**flatten(ev, "evaluation"), **flatten(cfg["prompting"], "prompting"), "model": args.model,

@@ -22,6 +22,7 @@ from gluerl import cli
 from gluerl.evaluation import evaluate_split
 from gluerl.io import write_jsonl
 from gluerl.models import load_model, load_tokenizer
+from gluerl.prompts import read_split_prompts
 from gluerl.tasks import get_task
 from gluerl.tracking import flatten, start_run
 
@@ -38,7 +39,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = cli.load(args)
     task = get_task(args.task, cfg["task_files"])
-    files, records = cli.read_split_prompts(args.prompts, task.test_splits, task.name, "submission test splits")
+    files, records = read_split_prompts(args.prompts, task.test_splits, task.name, "submission test splits")
     params = {**flatten(cfg["evaluation"], "evaluation"), "model": args.model, "task": task.name,
               "method": args.method, "seed": args.seed, "adapter": args.adapter or "",
               "snakemake_rule": os.environ.get("GLUERL_RULE", "")}

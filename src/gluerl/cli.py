@@ -60,23 +60,6 @@ def add_model_args(p: argparse.ArgumentParser, adapter_help: str = "LoRA adapter
     p.add_argument("--adapter", help=adapter_help)
 
 
-def read_split_prompts(specs: list[str], allowed, task_name: str, what: str) -> tuple[dict[str, str], dict[str, list]]:
-    """``SPLIT=FILE`` flags -> (files, checked prompt rows) per split; a split outside ``allowed`` or an
-    empty file is an error naming it."""
-    from .errors import ConfigError, DataError
-    from .prompts import read_prompt_file
-
-    files = dict(s.split("=", 1) for s in specs)
-    unknown = set(files) - set(allowed)
-    if unknown:
-        raise ConfigError(f"task {task_name}: {sorted(unknown)} are not its {what} ({list(allowed)})")
-    records = {split: read_prompt_file(path) for split, path in files.items()}
-    for split, rows in records.items():
-        if not rows:
-            raise DataError("prompt file is empty", files[split])
-    return files, records
-
-
 def training_parser(doc: str | None, init_adapter: bool = False) -> argparse.ArgumentParser:
     """The flags every training script takes (SFT, GRPO, PPO)."""
     p = parser(doc)

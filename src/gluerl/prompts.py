@@ -162,3 +162,19 @@ def read_prompt_file(path) -> list[dict[str, Any]]:
         if msgs[-1]["role"] != "user" or not msgs[-1]["content"].strip():
             raise DataError("prompt row's last chat turn is not a non-empty user turn", path, n)
     return rows
+
+
+def read_split_prompts(specs: list[str], allowed, task_name: str, what: str) -> tuple[dict[str, str], dict[str, list]]:
+    """``SPLIT=FILE`` flags -> (files, checked prompt rows) per split; a split outside ``allowed`` or an
+    empty file is an error naming it."""
+    from .errors import ConfigError, DataError
+
+    files = dict(s.split("=", 1) for s in specs)
+    unknown = set(files) - set(allowed)
+    if unknown:
+        raise ConfigError(f"task {task_name}: {sorted(unknown)} are not its {what} ({list(allowed)})")
+    records = {split: read_prompt_file(path) for split, path in files.items()}
+    for split, rows in records.items():
+        if not rows:
+            raise DataError("prompt file is empty", files[split])
+    return files, records
