@@ -40,27 +40,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from gluerl.config import load_config
-    from gluerl.errors import GlueRLError
     from gluerl.sft import train_sft
-    from gluerl.tracking import MlflowTrainerCallback
-    from gluerl.training import log_training_outputs, parse_task_files, tracked_run
+    from gluerl.training import parse_task_files, run_trainer_script
 
-    try:
-        cfg = load_config(args.config, args.config_json, check=False)
-        with tracked_run(cfg, "sft", args, ("sft", "lora", "training", "prompting")) as tracker:
-            summary = train_sft(cfg, args.model_dir, parse_task_files(args.prompts), args.output_dir, seed=args.seed,
-                                trust_remote_code=args.trust_remote_code, keep_checkpoints=args.keep_checkpoints,
-                                callbacks=[MlflowTrainerCallback(tracker)])
-            log_training_outputs(tracker, args.output_dir, summary)
-    except GlueRLError as e:
-        logging.getLogger("gluerl").error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    logging.getLogger("gluerl.train_sft").info(
-        "adapter in %s (%d steps, loss %s -> %s)", args.output_dir, summary["steps"], summary["first_loss"],
-        summary["final_loss"])
-    return 0
+    def train(cfg, callbacks):
+        return train_sft(cfg, args.model_dir, parse_task_files(args.prompts), args.output_dir, seed=args.seed,
+                         trust_remote_code=args.trust_remote_code, keep_checkpoints=args.keep_checkpoints,
+                         callbacks=callbacks)
+
+    return run_trainer_script(args, "sft", ("sft", "lora", "training", "prompting"), train,
+                              lambda s: f"loss {s['first_loss']} -> {s['final_loss']}")
 
 
 if __name__ == "__main__":

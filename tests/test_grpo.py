@@ -16,22 +16,12 @@ from pathlib import Path
 
 import pytest
 from training_helpers import config, pretrained_tiny_model, subprocess_env, write_prompts
+from training_helpers import one_thread  # noqa: F401  (autouse: these tests run on one thread)
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARN_CFG = {"grpo": {"learning_rate": 5e-3, "max_steps": 60, "per_device_train_batch_size": 32, "num_generations": 4,
                       "max_completion_length": 16, "temperature": 1.0, "beta": 0.04, "logging_steps": 2,
                       "save_steps": 1000}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: tiny matrices gain nothing from more, and lose a lot on a busy machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def random_adapter(model_dir: Path, out: Path, seed: int = 3) -> Path:

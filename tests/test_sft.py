@@ -15,21 +15,11 @@ from pathlib import Path
 
 import pytest
 from training_helpers import config, pretrained_tiny_model, subprocess_env, write_prompts
+from training_helpers import one_thread  # noqa: F401  (autouse: these tests run on one thread)
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CFG = {"sft": {"learning_rate": 3e-3, "max_steps": 30, "per_device_train_batch_size": 8, "logging_steps": 3,
                      "warmup_ratio": 0.0, "save_steps": 50}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: tiny matrices gain nothing from more, and lose a lot on a busy machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
 
 def pretrained_tiny_model(out: Path, hidden: int = 64, steps: int = 40, seed: int = 0) -> Path:
     """A tiny Llama (tokenizer with a ChatML template) after ``steps`` steps of plain LM training."""
@@ -49,3 +51,14 @@ def config(over: dict | None = None) -> dict:
 def subprocess_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One CPU thread: tiny matrices gain nothing from more, and lose a lot on a busy machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -109,3 +109,31 @@ def tracked_run(cfg: dict[str, Any], method: str, args, sections: Sequence[str],
     params = run_params(cfg, sections, args.model_dir, args.prompts, args.seed, **extra)
     tasks = "+".join(p.split("=", 1)[0] for p in args.prompts)
     return start_run(cfg["mlflow"], f"{method}-{Path(args.model_dir).name}-{tasks}-seed{args.seed}", method, params)
+
+
+def run_trainer_script(args, method: str, sections: Sequence[str], train, describe, **extra: Any) -> int:
+    """The body of a TRL-based training script (SFT, GRPO): the config, its MLflow run, training,
+    the outputs logged; a GlueRLError becomes one line on stderr and exit status 1.
+
+    ``train(cfg, callbacks)`` runs the training and returns its summary; ``describe(summary)`` is
+    the end of the closing log line.
+    """
+    import logging
+    import sys
+
+    from .config import load_config
+    from .errors import GlueRLError
+    from .tracking import MlflowTrainerCallback
+
+    try:
+        cfg = load_config(args.config, args.config_json, check=False)
+        with tracked_run(cfg, method, args, sections, **extra) as tracker:
+            summary = train(cfg, [MlflowTrainerCallback(tracker)])
+            log_training_outputs(tracker, args.output_dir, summary)
+    except GlueRLError as e:
+        logging.getLogger("gluerl").error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    logging.getLogger(f"gluerl.train_{method}").info("adapter in %s (%d steps, %s)", args.output_dir,
+                                                     summary["steps"], describe(summary))
+    return 0
