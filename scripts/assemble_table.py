@@ -18,10 +18,7 @@ from gluerl.tracking import start_run
 def main(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--benchmark", required=True, help="benchmark name (glue, superglue, ...)")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--markdown", required=True)
-    p.add_argument("--png", required=True)
-    p.add_argument("--metrics", help="nested JSON of the scores (for dvc metrics show)")
+    cli.add_table_outputs(p)
     p.add_argument("results", nargs="+", help="evaluation result JSON files")
     args = p.parse_args(argv)
     cfg = cli.load(args)

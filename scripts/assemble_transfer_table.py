@@ -20,10 +20,7 @@ from gluerl.transfer import BENCHMARK, parse_targets, target_task
 
 def main(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument("--csv", required=True)
-    p.add_argument("--markdown", required=True)
-    p.add_argument("--png", required=True)
-    p.add_argument("--metrics", help="nested JSON of the scores (for dvc metrics show)")
+    cli.add_table_outputs(p)
     p.add_argument("results", nargs="+", help="transfer result JSON files (scripts/evaluate_transfer.py)")
     args = p.parse_args(argv)
     cfg = cli.load(args)

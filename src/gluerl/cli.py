@@ -51,6 +51,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:13s} {task.benchmark:9s} {','.join(task.metrics):20s} {kind}")
 
 
+def add_table_outputs(p: argparse.ArgumentParser) -> None:
+    """The output flags of a table script: CSV, Markdown, bar chart and the metrics JSON."""
+    p.add_argument("--csv", required=True, help="table as CSV")
+    p.add_argument("--markdown", required=True, help="table as Markdown")
+    p.add_argument("--png", required=True, help="bar chart")
+    p.add_argument("--metrics", help="nested JSON of the scores (for dvc metrics show)")
+
+
 def add_model_args(p: argparse.ArgumentParser, adapter_help: str = "LoRA adapter folder to apply") -> None:
     """The flags of every script that runs a prepared model: row labels, model folder, adapter."""
     p.add_argument("--method", required=True, help="method name, the row label in the tables (zeroshot, fewshot, sft, ...)")
