@@ -94,3 +94,92 @@ def test_shared_prefix_is_computed_once_while_the_weights_stay(tiny_model):
     assert len(calls) == 4 and not torch.equal(c.layers[0].keys, b.layers[0].keys)
     other = load_model(tiny_model)  # another model (same weights as loaded) never gets this one's cache
     assert shared_prefix_cache(other, ids) is not c
+
+
+def _reference_attention(q, k, v, mask):
+    """Plain SDPA with the grouped key/value heads repeated: (B, L, Hq, D)."""
+    import torch
+
+    g = q.shape[1] // k.shape[1]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1), attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("q_len", [5, 1])  # a batch's prefill, and a decoding step
+@pytest.mark.parametrize("kv_heads", [3, 1, 9])
+def test_cascade_attention_equals_attention_over_the_whole_cache(q_len, kv_heads):
+    """Prefix part (shared by every row) + own part, merged by log-sum-exp, equals attention over
+    [prefix][own positions] with left padding, grouped heads and a causal mask."""
+    import torch
+
+    from gluerl.generation import cascade_attention
+
+    torch.manual_seed(0)
+    b, hq, prefix, n_own, d = 4, 9, 20, 8, 16
+    q = torch.randn(b, hq, q_len, d)
+    shared_k, shared_v = torch.randn(1, kv_heads, prefix, d), torch.randn(1, kv_heads, prefix, d)
+    k = torch.cat([shared_k.expand(b, -1, -1, -1), torch.randn(b, kv_heads, n_own, d)], 2)
+    v = torch.cat([shared_v.expand(b, -1, -1, -1), torch.randn(b, kv_heads, n_own, d)], 2)
+    causal = torch.ones(q_len, n_own, dtype=torch.bool).tril(n_own - q_len)
+    mask = torch.ones(b, 1, q_len, prefix + n_own, dtype=torch.bool)
+    mask[..., prefix:] &= causal
+    for r in range(b):  # row r has r padding positions right after the prefix
+        mask[r, ..., prefix : prefix + r] = False
+    if q_len > 1:  # a padding query that sees no own position: only the prefix
+        mask[3, 0, 0, prefix:] = False
+    got = cascade_attention(q, k, v, mask, prefix)
+    assert got.shape == (b, q_len, hq, d) and not got.isnan().any()
+    torch.testing.assert_close(got, _reference_attention(q, k, v, mask), atol=1e-5, rtol=1e-5)
+    # no mask: plain causal attention, the queries being the last positions
+    whole = torch.cat([torch.ones(q_len, prefix, dtype=torch.bool), causal], 1)
+    torch.testing.assert_close(cascade_attention(q, k, v, None, prefix), _reference_attention(q, k, v, whole),
+                               atol=1e-5, rtol=1e-5)
+    # the prefix really is read from one row: rows that differ there give a different answer
+    k_bad = k.clone()
+    k_bad[1:, :, :prefix] += 1.0
+    assert not torch.allclose(_reference_attention(q, k_bad, v, mask), cascade_attention(q, k_bad, v, mask, prefix))
+
+
+@pytest.fixture(scope="module")
+def tiny_gqa_model(tmp_path_factory):
+    from gluerl.testing import fixture_texts, make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("gqa") / "model", fixture_texts(), heads=4, kv_heads=2)
+
+
+@pytest.mark.parametrize("shots", [0, 3])
+def test_cascade_attention_gives_the_same_completions(tiny_gqa_model, monkeypatch, shots):
+    """generate with cascade attention (the default) writes what it writes without it, and did use it;
+    the model is back on sdpa afterwards."""
+    from gluerl import generation
+
+    task = get_task("rte")
+    tok, model = load_tokenizer(tiny_gqa_model), load_model(tiny_gqa_model)
+    assert model.config._attn_implementation == "sdpa" and model.config.num_key_value_heads == 2
+    demos = draw_demonstrations(generate_rows("rte", 20), task, shots, seed=1) if shots else []
+    prompts = [render_prompt(build_messages(r, task, demos), tok) for r in generate_rows("rte", 9)]
+    calls = []
+    real = generation.cascade_attention
+    monkeypatch.setattr(generation, "cascade_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    kw = dict(max_new_tokens=6, batch_size=4, progress=False, min_prefix=4)
+    plain = generate(model, tok, prompts, cascade_prefix=False, **kw)
+    assert calls == []
+    cascaded = generate(model, tok, prompts, **kw)
+    assert cascaded == plain
+    layers = model.config.num_hidden_layers
+    assert len(calls) >= layers * 2 and any(s[2] == 1 for s in calls)  # prefill and decoding steps
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_cascade_context_restores_sdpa_after_an_error(tiny_gqa_model):
+    from gluerl.generation import cascade
+
+    model = load_model(tiny_gqa_model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with cascade(model, 8) as on:
+            assert on and model.config._attn_implementation != "sdpa"
+            raise RuntimeError("boom")
+    assert model.config._attn_implementation == "sdpa"
+    with cascade(model, 0) as on:  # no prefix: nothing changes
+        assert not on and model.config._attn_implementation == "sdpa"

@@ -13,10 +13,19 @@ positions (derived from the attention mask) stay those of the unpadded prompt an
 the same as without the cache. Each batch's cache is allocated once for the whole generation with
 the prefix copied into every row; new positions are written in place (no copy of the cache per
 decoding step).
+
+Cascade attention (CPU, models on ``sdpa`` attention): while a batch generates, attention runs in
+two parts that are merged by their log-sum-exp: every query of every row against the shared
+prefix's keys and values at once (read once per layer, not once per row, and without the repeat
+of grouped key/value heads), and each row against its own positions with its mask. The result is
+the same attention, up to float rounding; 5-shot RTE prompts are ~90% prefix, so this is most of
+the attention's memory traffic.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 from typing import Sequence
 
@@ -138,6 +147,103 @@ def _layer_class(base):
     return _LAYER_CLASS[base]
 
 
+CASCADE_ATTENTION = "gluerl_cascade_sdpa"
+_CASCADE_PREFIX: contextvars.ContextVar[int | None] = contextvars.ContextVar("gluerl_cascade_prefix", default=None)
+
+
+def cascade_attention(query, key, value, mask, prefix_len: int, scale: float | None = None):
+    """Causal attention where the first ``prefix_len`` key/value positions are the same in every row.
+
+    query (B, Hq, L, D); key, value (B, Hkv, S, D) with Hq a multiple of Hkv (grouped heads); mask
+    boolean (B, 1, L, S) (True = may attend; every query may attend to the whole prefix) or None for
+    plain causal attention with the queries at the end. Returns (B, L, Hq, D), as transformers'
+    attention functions do. The prefix part treats all B x Hq x L queries as one batch against
+    row 0's prefix; the own part is each row against its positions after the prefix; the two are
+    merged with their log-sum-exps. CPU only (``aten._scaled_dot_product_flash_attention_for_cpu``,
+    which returns the log-sum-exp).
+    """
+    import torch
+
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    b, hq, q_len, d = query.shape
+    hkv = key.shape[1]
+    g = hq // hkv
+    n_own = key.shape[2] - prefix_len
+    grouped = query.reshape(b, hkv, g * q_len, d)  # query head h reads key/value head h // g
+    q_prefix = grouped.transpose(0, 1).reshape(1, hkv, b * g * q_len, d)
+    out_p, lse_p = flash(q_prefix, key[:1, :, :prefix_len], value[:1, :, :prefix_len], scale=scale)
+    out_p = out_p.reshape(hkv, b, g * q_len, d).transpose(0, 1)
+    lse_p = lse_p.reshape(hkv, b, g * q_len).transpose(0, 1)
+    if mask is None:
+        own = torch.ones(q_len, n_own, dtype=torch.bool, device=query.device).tril(n_own - q_len)
+        own = own[None, None].expand(b, 1, q_len, n_own)
+    else:
+        own = mask[..., prefix_len:]
+    own = own.unsqueeze(2).expand(b, 1, g, q_len, n_own).reshape(b, 1, g * q_len, n_own)
+    additive = torch.zeros(own.shape, dtype=query.dtype, device=query.device).masked_fill_(~own, float("-inf"))
+    out_o, lse_o = flash(grouped, key[:, :, prefix_len:], value[:, :, prefix_len:], attn_mask=additive,
+                         scale=scale)
+    # a query with no own position to attend to (left padding) gets out 0 and log-sum-exp 0 from the
+    # kernel; its own part must weigh nothing
+    lse_o = lse_o.masked_fill(~own.any(-1), float("-inf"))
+    lse = torch.logaddexp(lse_p, lse_o)
+    w_p, w_o = torch.exp(lse_p - lse).unsqueeze(-1), torch.exp(lse_o - lse).unsqueeze(-1)
+    out = out_p * w_p + torch.where(w_o > 0, out_o, 0.0) * w_o
+    return out.to(query.dtype).reshape(b, hq, q_len, d).transpose(1, 2)
+
+
+def _cascade_or_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                     **kwargs):
+    """transformers attention function: :func:`cascade_attention` while :func:`cascade` is active and
+    the call is one it covers, transformers' ``sdpa`` otherwise."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    prefix_len = _CASCADE_PREFIX.get()
+    plain = (prefix_len is None or key.shape[2] <= prefix_len or query.shape[0] < 2 or dropout
+             or query.device.type != "cpu" or query.shape[1] % key.shape[1]
+             or (attention_mask is not None and attention_mask.dtype != torch.bool)
+             or is_causal is False or getattr(module, "is_causal", True) is False
+             or any(kwargs.get(k) is not None for k in ("sliding_window", "softcap", "position_bias", "s_aux")))
+    if plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    return cascade_attention(query, key, value, attention_mask, prefix_len, scaling), None
+
+
+def _register_cascade() -> bool:
+    try:
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    except ImportError:
+        return False
+    if CASCADE_ATTENTION not in ALL_ATTENTION_FUNCTIONS:
+        ALL_ATTENTION_FUNCTIONS.register(CASCADE_ATTENTION, _cascade_or_sdpa)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(CASCADE_ATTENTION, sdpa_mask)
+    return True
+
+
+@contextlib.contextmanager
+def cascade(model, prefix_len: int):
+    """Within the block, ``model`` (on ``sdpa`` attention, on the CPU) attends with
+    :func:`cascade_attention` over a shared prefix of ``prefix_len`` positions; any other model,
+    or none, is left as it is. The model's attention implementation is restored afterwards."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    device = next(model.parameters()).device
+    if (prefix_len <= 0 or config is None or getattr(config, "_attn_implementation", None) != "sdpa"
+            or device.type != "cpu" or not hasattr(base, "set_attn_implementation") or not _register_cascade()):
+        yield False
+        return
+    token = _CASCADE_PREFIX.set(prefix_len)
+    base.set_attn_implementation(CASCADE_ATTENTION)
+    try:
+        yield True
+    finally:
+        base.set_attn_implementation("sdpa")
+        _CASCADE_PREFIX.reset(token)
+
+
 def _cache_kwarg() -> str:
     """``generate``'s name for a given cache: ``cache`` since transformers 5.24 (``past_key_values``,
     deprecated there, before)."""
@@ -166,7 +272,7 @@ def _batch_inputs(tokenizer, seqs, prefix_len, device):
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 16,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
              stop: str = CLOSE_TAG, progress: bool = True, desc: str = "generating",
-             share_prefix: bool = True, min_prefix: int = 16) -> list[str]:
+             share_prefix: bool = True, min_prefix: int = 16, cascade_prefix: bool = True) -> list[str]:
     """Completions for ``prompts`` (texts already rendered, ending with the opening tag)."""
     import torch
     from tqdm.auto import tqdm
@@ -187,7 +293,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12,
     else:
         gen_kw.update(temperature=None, top_p=None, top_k=None)
     bar = tqdm(total=len(enc), desc=desc, unit="ex", disable=not progress, mininterval=2.0)
-    with torch.inference_mode():
+    with torch.inference_mode(), cascade(model, prefix_len if cascade_prefix else 0):
         for b in range(0, len(order), batch_size):
             ids = order[b : b + batch_size]
             batch = _batch_inputs(tokenizer, [enc[i] for i in ids], prefix_len, device)

@@ -41,8 +41,10 @@ def make_tokenizer(texts: Iterable[str], vocab_size: int = 400):
 
 
 def make_tiny_model(out_dir: str | Path, texts: Iterable[str], hidden: int = 32, layers: int = 2, heads: int = 2,
-                    seed: int = 0, vocab_size: int = 400, chat_template: bool = True) -> Path:
-    """A randomly initialised tiny Llama plus a tokenizer trained on ``texts``, saved to ``out_dir``."""
+                    seed: int = 0, vocab_size: int = 400, chat_template: bool = True,
+                    kv_heads: int | None = None) -> Path:
+    """A randomly initialised tiny Llama plus a tokenizer trained on ``texts``, saved to ``out_dir``
+    (``kv_heads`` fewer than ``heads``: grouped-query attention, as SmolLM2 and Llama 3 have)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -52,7 +54,7 @@ def make_tiny_model(out_dir: str | Path, texts: Iterable[str], hidden: int = 32,
         tok.chat_template = None
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads or heads, max_position_embeddings=2048,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
                       tie_word_embeddings=True)
     model = LlamaForCausalLM(cfg)
