@@ -11,7 +11,10 @@ and reports, from a wrapper around the model's forward:
 - decoding steps per batch against the longest completion in it (steps after every sequence of
   the batch stopped would show as a surplus);
 - padding: the share of suffix positions in each batch that are padding;
-- with ``--torch-profile``, torch.profiler's top operators by self CPU time on one batch.
+- with ``--torch-profile``, torch.profiler's top operators by self CPU time on one batch;
+- with ``--ab N``, N alternating runs of the same prompts with cascade attention on and off
+  (``generate(cascade_prefix=...)``): examples per second of each, their ratio, and whether the
+  completions are identical.
 
 py-spy gives the Python side: ``py-spy record -o eval.svg -- python benchmarks/profile_eval.py ...``.
 """
@@ -36,6 +39,9 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="first N validation examples (default all)")
     p.add_argument("--batch-size", type=int, help="override evaluation.batch_size")
     p.add_argument("--torch-profile", action="store_true", help="also run torch.profiler on one batch")
+    p.add_argument("--no-cascade", action="store_true", help="profile without cascade attention")
+    p.add_argument("--ab", type=int, metavar="N", help="then N alternating runs with cascade attention on and off")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
 
     import torch
@@ -47,6 +53,8 @@ def main(argv=None):
     from gluerl.prompts import build_messages, draw_demonstrations, render_prompt
     from gluerl.tasks import get_task
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     ev = cfg["evaluation"]
     bs = args.batch_size or ev["batch_size"]
@@ -90,7 +98,8 @@ def main(argv=None):
 
     model.forward = timed
     t0 = time.perf_counter()
-    outs = generation.generate(model, tok, prompts, max_new_tokens=ev["max_new_tokens"], batch_size=bs, progress=False)
+    outs = generation.generate(model, tok, prompts, max_new_tokens=ev["max_new_tokens"], batch_size=bs, progress=False,
+                               cascade_prefix=not args.no_cascade)
     total = time.perf_counter() - t0
     model.forward = orig
     gen_lens = [len(tok(o, add_special_tokens=False).input_ids) for o in outs]
@@ -107,8 +116,24 @@ def main(argv=None):
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             generation.generate(model, tok, prompts[:bs], max_new_tokens=ev["max_new_tokens"], batch_size=bs,
-                                progress=False)
+                                progress=False, cascade_prefix=not args.no_cascade)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    if args.ab:
+        seconds = {True: [], False: []}
+        completions = {}
+        for i in range(args.ab):
+            for on in ((True, False) if i % 2 == 0 else (False, True)):
+                t = time.perf_counter()
+                completions[on] = generation.generate(model, tok, prompts, max_new_tokens=ev["max_new_tokens"],
+                                                      batch_size=bs, progress=False, cascade_prefix=on)
+                seconds[on].append(time.perf_counter() - t)
+                print(f"  run {i + 1}, cascade {'on ' if on else 'off'}: {len(prompts) / seconds[on][-1]:.3f} ex/s",
+                      flush=True)
+        rate = {on: len(prompts) * len(s) / sum(s) for on, s in seconds.items()}
+        same = sum(a == b for a, b in zip(completions[True], completions[False]))
+        print(f"cascade attention on vs off, {args.ab} runs each, alternating: {rate[True]:.3f} vs "
+              f"{rate[False]:.3f} ex/s = {rate[True] / rate[False]:.2f}x; identical completions {same}/{len(prompts)}; "
+              f"load average {os.getloadavg()}")
     sys.stdout.flush()
 
 

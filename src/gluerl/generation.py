@@ -202,7 +202,8 @@ def _cascade_or_sdpa(module, query, key, value, attention_mask, dropout=0.0, sca
     prefix_len = _CASCADE_PREFIX.get()
     plain = (prefix_len is None or key.shape[2] <= prefix_len or query.shape[0] < 2 or dropout
              or query.device.type != "cpu" or query.shape[1] % key.shape[1]
-             or (attention_mask is not None and attention_mask.dtype != torch.bool)
+             or (attention_mask is not None and (attention_mask.dtype != torch.bool
+                                                 or attention_mask.shape[-1] != key.shape[2]))
              or is_causal is False or getattr(module, "is_causal", True) is False
              or any(kwargs.get(k) is not None for k in ("sliding_window", "softcap", "position_bias", "s_aux")))
     if plain:
