@@ -183,3 +183,24 @@ def test_cascade_context_restores_sdpa_after_an_error(tiny_gqa_model):
     assert model.config._attn_implementation == "sdpa"
     with cascade(model, 0) as on:  # no prefix: nothing changes
         assert not on and model.config._attn_implementation == "sdpa"
+
+
+def test_evaluation_config_switches_cascade_attention(tiny_gqa_model, monkeypatch):
+    """evaluation.cascade_attention reaches generate: false keeps transformers' sdpa, and both give the
+    same predictions."""
+    from gluerl import generation
+    from gluerl.evaluation import evaluate_split
+    from gluerl.prompts import format_split
+
+    task = get_task("rte")
+    tok, model = load_tokenizer(tiny_gqa_model), load_model(tiny_gqa_model)
+    records = format_split(generate_rows("rte", 6), task, draw_demonstrations(generate_rows("rte", 10), task, 2, 1))
+    calls = []
+    real = generation.cascade_attention
+    monkeypatch.setattr(generation, "cascade_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = {"batch_size": 3, "max_new_tokens": 4, "bootstrap_resamples": 0}
+    _, off = evaluate_split(model, tok, task, "validation", records, {**cfg, "cascade_attention": False},
+                            progress=False)
+    assert calls == []
+    _, on = evaluate_split(model, tok, task, "validation", records, cfg, progress=False)
+    assert calls and [r["completion"] for r in on] == [r["completion"] for r in off]

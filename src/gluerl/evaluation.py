@@ -33,7 +33,7 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
         model, tokenizer, prompts, max_new_tokens=eval_cfg.get("max_new_tokens", 12),
         batch_size=eval_cfg.get("batch_size", 16), do_sample=eval_cfg.get("do_sample", False),
         temperature=eval_cfg.get("temperature", 1.0), top_p=eval_cfg.get("top_p", 1.0), seed=seed,
-        progress=progress, desc=f"{task.name}[{split}]",
+        progress=progress, desc=f"{task.name}[{split}]", cascade_prefix=eval_cfg.get("cascade_attention", True),
     )
     seconds = time.perf_counter() - t0
     preds = [parse_answer(c, task) for c in completions]
