@@ -183,6 +183,10 @@ def test_cascade_context_restores_sdpa_after_an_error(tiny_gqa_model):
     assert model.config._attn_implementation == "sdpa"
     with cascade(model, 0) as on:  # no prefix: nothing changes
         assert not on and model.config._attn_implementation == "sdpa"
+    model.set_attn_implementation("eager")  # another attention implementation is left as it is
+    with cascade(model, 8) as on:
+        assert not on and model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == "eager"
 
 
 def test_evaluation_config_switches_cascade_attention(tiny_gqa_model, monkeypatch):

@@ -232,12 +232,19 @@ def cascade(model, prefix_len: int):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     device = next(model.parameters()).device
+    switchable = getattr(base, "_can_set_attn_implementation", lambda: hasattr(base, "set_attn_implementation"))
     if (prefix_len <= 0 or config is None or getattr(config, "_attn_implementation", None) != "sdpa"
-            or device.type != "cpu" or not hasattr(base, "set_attn_implementation") or not _register_cascade()):
+            or device.type != "cpu" or not switchable() or not _register_cascade()):
+        yield False
+        return
+    try:
+        base.set_attn_implementation(CASCADE_ATTENTION)
+    except (ValueError, KeyError, ImportError):  # a model that refuses the registered name keeps sdpa
+        base.set_attn_implementation("sdpa")
+    if config._attn_implementation != CASCADE_ATTENTION:
         yield False
         return
     token = _CASCADE_PREFIX.set(prefix_len)
-    base.set_attn_implementation(CASCADE_ATTENTION)
     try:
         yield True
     finally:
