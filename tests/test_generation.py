@@ -148,20 +148,27 @@ def tiny_gqa_model(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("gqa") / "model", fixture_texts(), heads=4, kv_heads=2)
 
 
-@pytest.mark.parametrize("shots", [0, 3])
-def test_cascade_attention_gives_the_same_completions(tiny_gqa_model, monkeypatch, shots):
-    """generate with cascade attention (the default) writes what it writes without it, and did use it;
-    the model is back on sdpa afterwards."""
+@pytest.fixture
+def cascade_calls(monkeypatch):
+    """The query shape of every call of ``generation.cascade_attention`` (which still runs)."""
     from gluerl import generation
 
+    calls = []
+    real = generation.cascade_attention
+    monkeypatch.setattr(generation, "cascade_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("shots", [0, 3])
+def test_cascade_attention_gives_the_same_completions(tiny_gqa_model, cascade_calls, shots):
+    """generate with cascade attention (the default) writes what it writes without it, and did use it;
+    the model is back on sdpa afterwards."""
     task = get_task("rte")
     tok, model = load_tokenizer(tiny_gqa_model), load_model(tiny_gqa_model)
     assert model.config._attn_implementation == "sdpa" and model.config.num_key_value_heads == 2
     demos = draw_demonstrations(generate_rows("rte", 20), task, shots, seed=1) if shots else []
     prompts = [render_prompt(build_messages(r, task, demos), tok) for r in generate_rows("rte", 9)]
-    calls = []
-    real = generation.cascade_attention
-    monkeypatch.setattr(generation, "cascade_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    calls = cascade_calls
     kw = dict(max_new_tokens=6, batch_size=4, progress=False, min_prefix=4)
     plain = generate(model, tok, prompts, cascade_prefix=False, **kw)
     assert calls == []
@@ -189,19 +196,16 @@ def test_cascade_context_restores_sdpa_after_an_error(tiny_gqa_model):
     assert model.config._attn_implementation == "eager"
 
 
-def test_evaluation_config_switches_cascade_attention(tiny_gqa_model, monkeypatch):
+def test_evaluation_config_switches_cascade_attention(tiny_gqa_model, cascade_calls):
     """evaluation.cascade_attention reaches generate: false keeps transformers' sdpa, and both give the
     same predictions."""
-    from gluerl import generation
     from gluerl.evaluation import evaluate_split
     from gluerl.prompts import format_split
 
     task = get_task("rte")
     tok, model = load_tokenizer(tiny_gqa_model), load_model(tiny_gqa_model)
     records = format_split(generate_rows("rte", 6), task, draw_demonstrations(generate_rows("rte", 10), task, 2, 1))
-    calls = []
-    real = generation.cascade_attention
-    monkeypatch.setattr(generation, "cascade_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = cascade_calls
     cfg = {"batch_size": 3, "max_new_tokens": 4, "bootstrap_resamples": 0}
     _, off = evaluate_split(model, tok, task, "validation", records, {**cfg, "cascade_attention": False},
                             progress=False)

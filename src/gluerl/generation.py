@@ -284,6 +284,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12,
     """Completions for ``prompts`` (texts already rendered, ending with the opening tag)."""
     import torch
     from tqdm.auto import tqdm
+    from transformers import StoppingCriteriaList, StopStringCriteria
 
     device = next(model.parameters()).device
     enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
@@ -294,8 +295,6 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12,
         prefix_len = 0
     out: list[str] = [""] * len(enc)
     # the stop-string matcher is built once per call, not once per batch (~70 ms each for a 49k vocabulary)
-    from transformers import StoppingCriteriaList, StopStringCriteria
-
     gen_kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id,
                   stopping_criteria=StoppingCriteriaList([StopStringCriteria(tokenizer, [stop])]))
     if do_sample:
