@@ -119,13 +119,13 @@ def test_init_adapter_is_loaded_trainable(setup, tmp_path):
     saved = load_file(str(tmp_path / "first" / "adapter_model.safetensors"))
     seen = []
     trainer, _ = train(setup, tmp_path / "warm", init_adapter=tmp_path / "first", callbacks=[seen.append],
-                       steps=1, batch_size=8, mini_batch_size=8, learning_rate=0.0)
+                       steps=1, batch_size=8, mini_batch_size=8, learning_rate=0.0, reference="base")
     loaded = {n: p for n, p in trainer.model.policy.named_parameters() if p.requires_grad}
     assert len(loaded) == len(saved)
     for name, tensor in saved.items():  # saved names lack the adapter name ("default")
         key = name.replace(".weight", ".default.weight")
         assert torch.equal(loaded[key].detach(), tensor), name
-    assert seen[0]["kl"] > 0.05  # the warm policy differs from the reference (the base model) from step 1
+    assert seen[0]["kl"] > 0.05  # the warm policy differs from the reference (reference: base) from step 1
 
 
 def test_same_check_fails_without_learning(setup, tmp_path):

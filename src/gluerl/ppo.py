@@ -11,7 +11,7 @@ completion (stopped at ``</Judgement>`` or EOS) and the rule in :mod:`gluerl.rew
    was sampled from) and values (a linear value head on the last hidden state of each step), so
    the policy never runs a second time over the rollout;
 2. **scoring** - the rule reward, and the reference log-probs from one no-grad forward pass of
-   the same model with the LoRA adapter disabled (no second copy of the weights);
+   the same model as the reference policy (no second copy of the base weights, see below);
 3. **rewards and advantages** - ``-kl_coef * (logp - ref_logp)`` per token plus the rule score on
    the last response token (:func:`compute_rewards`), GAE (:func:`gae`), whitened advantages;
 4. **optimisation** - ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss plus
@@ -22,7 +22,12 @@ completion (stopped at ``</Judgement>`` or EOS) and the rule in :mod:`gluerl.rew
    metrics go to ``metrics.jsonl`` and to the ``on_step`` callbacks; a checkpoint is written
    every ``save_every`` steps and a run resumes from the latest one.
 
-The reference model is the base model (adapter off), also when PPO starts from an SFT adapter.
+The reference policy (``ppo.reference``) is by default the starting policy, as in the paper's
+code (which merges the SFT adapter and trains a fresh LoRA on top): for ``sft_ppo`` a frozen copy
+of the starting adapter, loaded a second time under the name ``reference`` and switched in for the
+reference pass; for ``ppo`` the base model (adapter off), which is what a fresh LoRA starts as.
+``reference: base`` makes it the base model in both cases. Only the trained adapter (``default``)
+is saved.
 Response tensors are ``[batch, resp_len]`` with a float mask that is 1 on the response tokens
 (up to and including the token that completes ``</Judgement>``, or EOS) and 0 after them.
 """
@@ -37,9 +42,9 @@ import os
 import random
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -51,6 +56,8 @@ from .rewards import RewardRule, score_prediction
 from .tasks import get_task
 
 log = logging.getLogger(__name__)
+
+REFERENCE_ADAPTER = "reference"  # PEFT name of the frozen copy of the starting adapter (sft_ppo)
 
 # --------------------------------------------------------------------------------------------
 # Pure functions: tensors [batch, resp_len] with a float mask
@@ -277,13 +284,31 @@ class PolicyWithValueHead(nn.Module):
         return out.logits[:, :-1], values
 
     def reference_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int):
-        """Logits [B, R, V] of the base model (adapter off) for the last ``n_response`` tokens; no values."""
+        """Logits [B, R, V] of the reference policy for the last ``n_response`` tokens; no values.
+
+        The reference is the frozen ``reference`` adapter when the model has one, else the base model
+        (adapter off). Call it without gradients: the adapters' ``requires_grad`` are switched for the pass.
+        """
         input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        with self.policy.disable_adapter():
+        with self.reference_policy():
             out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False, logits_to_keep=n_response + 1)
         return out.logits[:, :-1]
+
+    @contextmanager
+    def reference_policy(self) -> Iterator[None]:
+        """Within the block the policy is the reference: the ``reference`` adapter, or no adapter."""
+        if REFERENCE_ADAPTER not in self.policy.peft_config:
+            with self.policy.disable_adapter():
+                yield
+            return
+        active = self.policy.active_adapter
+        self.policy.set_adapter(REFERENCE_ADAPTER, inference_mode=True)  # every adapter frozen meanwhile
+        try:
+            yield
+        finally:
+            self.policy.set_adapter(active)  # trainable again, the reference frozen
 
     def generate(self, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``policy.generate(**kwargs)`` that also returns, for every generated token, the raw logits it
@@ -424,6 +449,8 @@ class PPOTrainer:
             if not (Path(init_adapter) / "adapter_config.json").is_file():
                 raise ConfigError(f"--init-adapter {init_adapter} has no adapter_config.json")
             policy = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+            if self.ppo["reference"] == "initial":  # a frozen copy of the starting adapter is the reference
+                policy.load_adapter(str(init_adapter), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
         else:
             policy = get_peft_model(base, lora_config(cfg["lora"]))
         gen_eos = policy.generation_config.eos_token_id
@@ -503,7 +530,7 @@ class PPOTrainer:
         scores = [score_prediction(p, r["label"], self.tasks[r["task"]], self.rule) for p, r in zip(preds, records)]
         input_ids = torch.cat([enc["input_ids"], response], dim=1)
         attention_mask = torch.cat([enc["attention_mask"], torch.ones_like(response)], dim=1)
-        # the reference is the same model with the adapter switched off, in chunks of mini_batch_size
+        # the reference is the same model with the reference adapter (or none), in chunks of mini_batch_size
         ref_logprobs = []
         for chunk in (slice(s, s + mb) for s in range(0, len(records), mb)):
             ref_logits = model.reference_logits(input_ids[chunk], attention_mask[chunk], R)
@@ -672,7 +699,7 @@ class PPOTrainer:
             final, tmp = root / f"step-{self.step}", root / f".step-{self.step}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            self.model.policy.save_pretrained(tmp / "adapter")
+            self.model.policy.save_pretrained(tmp / "adapter", selected_adapters=["default"])
             save_file(self._value_head_tensors(), tmp / "value_head.safetensors")
             torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
             write_json(tmp / "rng.json", rng)
@@ -736,7 +763,7 @@ class PPOTrainer:
         from safetensors.torch import save_file
 
         if self.main:
-            self.model.policy.save_pretrained(self.output_dir)
+            self.model.policy.save_pretrained(self.output_dir, selected_adapters=["default"])
             save_file(self._value_head_tensors(), self.output_dir / "value_head.safetensors")
             write_json(self.output_dir / "train_summary.json", summary)
             self._info("saved adapter, value head and summary to %s", self.output_dir)

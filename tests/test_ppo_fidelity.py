@@ -1,0 +1,110 @@
+"""PPO as the paper ran it (issue 13): reference policy, value head start, sampling settings, dropout,
+optimizer, gradient clipping and a warning when the policy collapses onto one answer.
+
+Every check runs a few PPO steps on the session's tiny Llama (``conftest.tiny_model``) with generated
+SST-2 prompts. ``perturbed_adapter`` saves a LoRA adapter moved away from zero (an SFT adapter
+stand-in), so that the starting policy differs from the base model and LoRA dropout changes outputs.
+"""
+
+import json
+import logging
+import math
+
+import pytest
+import torch
+
+from gluerl import testing
+from gluerl.config import load_config
+from gluerl.io import write_jsonl
+from gluerl.models import load_tokenizer
+from gluerl.prompts import format_split
+from gluerl.tasks import get_task
+from gluerl.training import load_train_records
+
+PPO = {"steps": 1, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "min_new_tokens": 6,
+       "max_new_tokens": 6, "save_every": 1000, "adaptive_kl": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ppo_fidelity")
+    prompts = root / "sst2.jsonl"
+    write_jsonl(prompts, format_split(testing.generate_rows("sst2", 8), get_task("sst2")))
+    tok = load_tokenizer(tiny_model)
+    return {"root": root, "model": tiny_model, "tok": tok, "records": load_train_records([("sst2", prompts)], tok)}
+
+
+def perturbed_adapter(model_dir, out, seed=0):
+    """A LoRA adapter (the config's lora section) whose A and B are random: policy != base model."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from gluerl.training import lora_config
+
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model_dir)), lora_config(load_config(None)["lora"]))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_" in name:
+                p.normal_(0.0, 0.3 if "lora_B" in name else 0.1)
+    peft.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter(setup):
+    return perturbed_adapter(setup["model"], setup["root"] / "sft_adapter")
+
+
+def trainer(setup, out, model=None, init_adapter=None, callbacks=(), lora=None, **ppo):
+    from gluerl.ppo import PPOTrainer
+
+    cfg = load_config(None, {"ppo": dict(PPO, **ppo), "lora": lora or {}})
+    return PPOTrainer(cfg, model or setup["model"], setup["records"], out, seed=3, init_adapter=init_adapter,
+                      callbacks=callbacks, tokenizer=setup["tok"])
+
+
+# --- 1. the reference policy is the starting policy ----------------------------------------------
+
+def test_sft_ppo_reference_is_the_starting_adapter(setup, adapter, tmp_path):
+    seen = []
+    t = trainer(setup, tmp_path / "initial", init_adapter=adapter, callbacks=[seen.append], learning_rate=0.0)
+    t.train()
+    print("first-step KL, reference initial:", seen[0]["kl"])
+    assert abs(seen[0]["kl"]) < 1e-4, seen[0]["kl"]  # policy == reference at the first step
+    # only the trained adapter is saved: one adapter folder that evaluation loads on the base model
+    assert (tmp_path / "initial" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "initial" / "reference").exists()
+    assert not any((tmp_path / "initial" / "checkpoints").glob("*/adapter/reference"))
+
+    seen_base = []
+    trainer(setup, tmp_path / "base", init_adapter=adapter, callbacks=[seen_base.append], learning_rate=0.0,
+            reference="base").train()
+    print("first-step KL, reference base:", seen_base[0]["kl"])
+    assert abs(seen_base[0]["kl"]) > 0.05, seen_base[0]["kl"]  # reference: base is the model without the adapter
+
+
+def test_reference_adapter_stays_frozen_and_trainable_adapter_trains(setup, adapter, tmp_path):
+    t = trainer(setup, tmp_path / "run", init_adapter=adapter, learning_rate=1e-2, steps=2)
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters() if "lora_" in n}
+    t.train()
+    after = dict(t.model.named_parameters())
+    ref = [n for n in before if ".reference." in n]
+    trained = [n for n in before if ".default." in n]
+    assert ref and trained
+    assert all(not after[n].requires_grad and torch.equal(after[n], before[n]) for n in ref)
+    assert all(after[n].requires_grad for n in trained)
+    assert any(not torch.equal(after[n], before[n]) for n in trained if "lora_B" in n)
+    # a rerun resumes from the last checkpoint: the trained adapter as it was, the reference the starting one
+    resumed = trainer(setup, tmp_path / "run", init_adapter=adapter, learning_rate=1e-2, steps=2)
+    assert resumed.step == 2
+    params = dict(resumed.model.named_parameters())
+    assert all(torch.equal(params[n], after[n]) for n in before)
