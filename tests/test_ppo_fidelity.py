@@ -108,3 +108,17 @@ def test_reference_adapter_stays_frozen_and_trainable_adapter_trains(setup, adap
     assert resumed.step == 2
     params = dict(resumed.model.named_parameters())
     assert all(torch.equal(params[n], after[n]) for n in before)
+
+
+# --- 2. the value head starts at zero ------------------------------------------------------------
+
+def test_value_head_starts_at_zero(setup, tmp_path):
+    t = trainer(setup, tmp_path / "zero")
+    head = t.model.value_head
+    assert torch.count_nonzero(head.weight) == 0 and torch.count_nonzero(head.bias) == 0
+    roll = t.rollout(setup["records"][:4])
+    assert torch.count_nonzero(roll["values"]) == 0
+
+    normal = trainer(setup, tmp_path / "normal", value_head_init="normal").model.value_head
+    hidden = normal.weight.shape[1]
+    assert normal.weight.std().item() == pytest.approx(1 / math.sqrt(hidden + 1), rel=0.5)

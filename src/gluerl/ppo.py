@@ -260,13 +260,20 @@ class PolicyWithValueHead(nn.Module):
     """A PEFT causal LM and a fp32 ``Linear(hidden, 1)`` value head on its last hidden state.
 
     One module, so ``accelerator.prepare`` (DDP) syncs the adapter and the value head together.
+    ``value_head_init``: ``zero`` (weight and bias 0: every first value is 0, inside the range of the
+    returns) or ``normal`` (weight drawn with std ``1/sqrt(hidden+1)``, bias 0).
     """
 
-    def __init__(self, policy: nn.Module, hidden_size: int):
+    def __init__(self, policy: nn.Module, hidden_size: int, value_head_init: str = "zero"):
         super().__init__()
         self.policy = policy
         self.value_head = nn.Linear(hidden_size, 1, dtype=torch.float32)
-        nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden_size + 1))
+        if value_head_init == "zero":
+            nn.init.zeros_(self.value_head.weight)
+        elif value_head_init == "normal":
+            nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden_size + 1))
+        else:
+            raise ConfigError(f"ppo.value_head_init must be zero or normal, not {value_head_init!r}")
         nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int):
@@ -455,7 +462,8 @@ class PPOTrainer:
             policy = get_peft_model(base, lora_config(cfg["lora"]))
         gen_eos = policy.generation_config.eos_token_id
         self.eos_ids = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [self.tok.eos_token_id])
-        net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size).to(self.device)
+        net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size,
+                                  self.ppo["value_head_init"]).to(self.device)
         params = [p for p in net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.ppo["learning_rate"])
         self.net, self.opt = self.acc.prepare(net, opt)
