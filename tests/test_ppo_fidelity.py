@@ -122,3 +122,39 @@ def test_value_head_starts_at_zero(setup, tmp_path):
     normal = trainer(setup, tmp_path / "normal", value_head_init="normal").model.value_head
     hidden = normal.weight.shape[1]
     assert normal.weight.std().item() == pytest.approx(1 / math.sqrt(hidden + 1), rel=0.5)
+
+
+# --- 3. rollouts sample from the distribution whose log-probs PPO uses ----------------------------
+
+def test_rollout_ignores_the_models_generation_config(setup, tmp_path, monkeypatch):
+    import shutil
+
+    from transformers import GenerationConfig
+
+    from gluerl.ppo import logprobs_from_logits
+
+    model = tmp_path / "model"
+    shutil.copytree(setup["model"], model)
+    gen = GenerationConfig.from_pretrained(str(model))
+    gen.update(repetition_penalty=1.1, temperature=0.7, top_k=20, do_sample=True)
+    gen.save_pretrained(str(model))
+    t = trainer(setup, tmp_path / "run", model=model, temperature=1.0)
+
+    scores = []
+    real = t.model.policy.generate
+
+    def spy(**kwargs):  # the scores generate sampled from (after its logits processors)
+        out = real(**kwargs, output_scores=True)
+        scores.append(torch.stack(out.scores, 1))
+        return out
+
+    monkeypatch.setattr(t.model.policy, "generate", spy)
+    roll = t.rollout(setup["records"][:4])
+    mask, R = roll["mask"] > 0, roll["response"].shape[1]
+    sampled = logprobs_from_logits(scores[0], roll["response"])
+    torch.testing.assert_close(roll["logprobs"][mask], sampled[mask], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # and they equal a teacher-forced pass over the finished sequences
+        t.model.eval()
+        logits, _ = t.model(roll["input_ids"], roll["attention_mask"], R)
+    torch.testing.assert_close(roll["logprobs"][mask], logprobs_from_logits(logits, roll["response"])[mask],
+                               atol=1e-4, rtol=1e-4)

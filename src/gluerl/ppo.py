@@ -351,6 +351,23 @@ def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
     return input_ids[:, first:], attention_mask[:, first:]
 
 
+def sampling_config(ppo: dict[str, Any], eos_token_id: Sequence[int], pad_token_id: int | None,
+                    max_new_tokens: int):
+    """The rollout's ``GenerationConfig``, from the ``ppo`` config alone.
+
+    Sampling with ``temperature``, ``top_k`` and ``top_p``, stopping at ``</Judgement>`` or EOS after at
+    most ``max_new_tokens``; no repetition penalty or any other logits processor. The old log-probs
+    are ``log_softmax(logits / temperature)``, so the tokens must be drawn from that distribution
+    (with ``top_k: 0`` and ``top_p: 1``, exactly).
+    """
+    from transformers import GenerationConfig
+
+    return GenerationConfig(do_sample=True, temperature=float(ppo["temperature"]), top_k=int(ppo["top_k"]),
+                            top_p=float(ppo["top_p"]), repetition_penalty=1.0, max_new_tokens=int(max_new_tokens),
+                            min_new_tokens=0, stop_strings=[CLOSE_TAG], eos_token_id=list(eos_token_id),
+                            pad_token_id=pad_token_id, num_beams=1, num_return_sequences=1)
+
+
 def model_identity(config, model_dir: str | Path) -> dict[str, str]:
     """Name and config hash of the base model, stored in checkpoints so a resume can refuse another model."""
     cfg = config.to_dict()
@@ -462,6 +479,10 @@ class PPOTrainer:
             policy = get_peft_model(base, lora_config(cfg["lora"]))
         gen_eos = policy.generation_config.eos_token_id
         self.eos_ids = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [self.tok.eos_token_id])
+        # generate fills every setting its generation_config leaves unset from the model's own (a hub model's
+        # repetition_penalty, temperature, top_k, ...): the rollout inherits none of them
+        base.generation_config = sampling_config(self.ppo, self.eos_ids, self.tok.pad_token_id,
+                                                 self.ppo["max_new_tokens"])
         net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size,
                                   self.ppo["value_head_init"]).to(self.device)
         params = [p for p in net.parameters() if p.requires_grad]
@@ -520,10 +541,8 @@ class PPOTrainer:
         max_new = random.randint(ppo["min_new_tokens"], ppo["max_new_tokens"])
         # the sampling pass also gives the policy's log-probs (its logits) and the values (value head on
         # its last hidden states): no second forward pass of the policy over the rollout
-        sequences, gen_logits, values = model.generate(
-            **enc, max_new_tokens=max_new, do_sample=True, temperature=ppo["temperature"], top_k=ppo["top_k"],
-            top_p=ppo["top_p"], stop_strings=[CLOSE_TAG], tokenizer=self.tok, pad_token_id=self.tok.pad_token_id,
-            eos_token_id=self.eos_ids)
+        gen_config = sampling_config(ppo, self.eos_ids, self.tok.pad_token_id, max_new)
+        sequences, gen_logits, values = model.generate(**enc, generation_config=gen_config, tokenizer=self.tok)
         response = sequences[:, enc["input_ids"].shape[1]:]
         mask = response_mask(response, self.tok, CLOSE_TAG, self.eos_ids)
         R, T, mb = response.shape[1], ppo["temperature"], ppo["mini_batch_size"]
