@@ -158,3 +158,22 @@ def test_rollout_ignores_the_models_generation_config(setup, tmp_path, monkeypat
         logits, _ = t.model(roll["input_ids"], roll["attention_mask"], R)
     torch.testing.assert_close(roll["logprobs"][mask], logprobs_from_logits(logits, roll["response"])[mask],
                                atol=1e-4, rtol=1e-4)
+
+
+# --- 4. the first ratio is 1 with LoRA dropout on ------------------------------------------------
+
+def test_first_minibatch_ratio_is_one_with_lora_dropout(setup, adapter, tmp_path, monkeypatch):
+    import gluerl.ppo as ppo
+
+    calls = []
+    real = ppo.policy_loss
+
+    def spy(logprobs, old_logprobs, advantages, mask, cliprange):
+        calls.append(((logprobs - old_logprobs) * mask).detach().abs().max().item())
+        return real(logprobs, old_logprobs, advantages, mask, cliprange)
+
+    monkeypatch.setattr(ppo, "policy_loss", spy)
+    t = trainer(setup, tmp_path / "run", init_adapter=adapter, lora={"dropout": 0.05})
+    assert t.model.policy.peft_config["default"].lora_dropout == 0.05
+    t.train_step()
+    assert calls[0] < 1e-5, calls  # log ratio 0 (float noise): before any update the policy is the rollout's

@@ -15,7 +15,8 @@ completion (stopped at ``</Judgement>`` or EOS) and the rule in :mod:`gluerl.rew
 3. **rewards and advantages** - ``-kl_coef * (logp - ref_logp)`` per token plus the rule score on
    the last response token (:func:`compute_rewards`), GAE (:func:`gae`), whitened advantages;
 4. **optimisation** - ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss plus
-   ``vf_coef`` times the clipped value loss, gradient accumulation, grad-norm clipping, AdamW.
+   ``vf_coef`` times the clipped value loss, gradient accumulation, grad-norm clipping, AdamW;
+   in eval mode like the rollout (no LoRA dropout), so the first ratio is exactly the rollout's.
    Under ``accelerate launch`` / ``torchrun`` DDP averages the gradients, so every process holds
    the same weights after every step;
 5. the KL coefficient is adapted (Ziegler et al. 2019) from the KL averaged over all processes;
@@ -583,7 +584,8 @@ class PPOTrainer:
         n_mb = math.ceil(B / mb)
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac",
                                                           "approx_kl", "grad_norm")}
-        self.net.train()
+        # eval mode, as the rollout (and TRL 0.11's PPO): with LoRA dropout on here the first ratio would not be 1
+        self.net.eval()
         for _ in range(ppo["ppo_epochs"]):
             perm = torch.randperm(B, device=self.device)
             for k in range(n_mb):
