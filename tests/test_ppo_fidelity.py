@@ -177,3 +177,47 @@ def test_first_minibatch_ratio_is_one_with_lora_dropout(setup, adapter, tmp_path
     assert t.model.policy.peft_config["default"].lora_dropout == 0.05
     t.train_step()
     assert calls[0] < 1e-5, calls  # log ratio 0 (float noise): before any update the policy is the rollout's
+
+
+# --- 7. optimizer and clipping follow the config --------------------------------------------------
+
+def test_optimizer_follows_config(setup, tmp_path):
+    from transformers.optimization import Adafactor
+
+    assert isinstance(trainer(setup, tmp_path / "adamw").opt.optimizer, torch.optim.AdamW)
+    opt = trainer(setup, tmp_path / "adafactor", optimizer="adafactor", learning_rate=3e-5).opt.optimizer
+    assert isinstance(opt, Adafactor)
+    group = opt.param_groups[0]
+    assert group["lr"] == 3e-5 and group["scale_parameter"] is False and group["relative_step"] is False
+    assert group["warmup_init"] is False
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 1e-4])
+def test_max_grad_norm_null_does_not_clip(setup, adapter, tmp_path, max_grad_norm):
+    seen, norms = [], []
+    t = trainer(setup, tmp_path / "run", init_adapter=adapter, callbacks=[seen.append], max_grad_norm=max_grad_norm,
+                learning_rate=1e-3, mini_batch_size=4)
+    real = t.opt.step
+
+    def step(*args, **kwargs):  # the gradient norm the optimizer is handed
+        grads = [p.grad for p in t.net.parameters() if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return real(*args, **kwargs)
+
+    t.opt.step = step
+    t.train()
+    assert len(norms) == 1 and seen[0]["grad_norm"] > 1e-2  # grad_norm: the norm before any clipping
+    if max_grad_norm is None:
+        assert norms[0] == pytest.approx(seen[0]["grad_norm"], rel=1e-5)
+    else:
+        assert norms[0] == pytest.approx(max_grad_norm, rel=1e-3)
+
+
+def test_paper_configs_load():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "config" / "paper").glob("*.yaml")):
+        cfg = load_config(path, check=True)
+        assert cfg["ppo"]["optimizer"] == "adafactor" and cfg["ppo"]["max_grad_norm"] is None, path
+        assert cfg["ppo"]["gradient_accumulation_steps"] == 2, path
+        assert cfg["lora"]["target_modules"] == (["Wqkv"] if "mpt" in path.name else ["q_proj", "v_proj"]), path

@@ -15,7 +15,8 @@ completion (stopped at ``</Judgement>`` or EOS) and the rule in :mod:`gluerl.rew
 3. **rewards and advantages** - ``-kl_coef * (logp - ref_logp)`` per token plus the rule score on
    the last response token (:func:`compute_rewards`), GAE (:func:`gae`), whitened advantages;
 4. **optimisation** - ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss plus
-   ``vf_coef`` times the clipped value loss, gradient accumulation, grad-norm clipping, AdamW;
+   ``vf_coef`` times the clipped value loss, gradient accumulation, grad-norm clipping (unless
+   ``max_grad_norm`` is null), AdamW or Adafactor (``ppo.optimizer``);
    in eval mode like the rollout (no LoRA dropout), so the first ratio is exactly the rollout's.
    Under ``accelerate launch`` / ``torchrun`` DDP averages the gradients, so every process holds
    the same weights after every step;
@@ -369,6 +370,19 @@ def sampling_config(ppo: dict[str, Any], eos_token_id: Sequence[int], pad_token_
                             pad_token_id=pad_token_id, num_beams=1, num_return_sequences=1)
 
 
+def make_optimizer(params: Iterable[nn.Parameter], ppo: dict[str, Any]) -> torch.optim.Optimizer:
+    """``ppo.optimizer`` at the constant ``ppo.learning_rate``: AdamW, or Adafactor as the paper's code
+    (``scale_parameter=False, relative_step=False, warmup_init=False``: no relative step size)."""
+    if ppo["optimizer"] == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=ppo["learning_rate"], scale_parameter=False, relative_step=False,
+                         warmup_init=False)
+    if ppo["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=ppo["learning_rate"])
+    raise ConfigError(f"ppo.optimizer must be adamw or adafactor, not {ppo['optimizer']!r}")
+
+
 def model_identity(config, model_dir: str | Path) -> dict[str, str]:
     """Name and config hash of the base model, stored in checkpoints so a resume can refuse another model."""
     cfg = config.to_dict()
@@ -486,8 +500,7 @@ class PPOTrainer:
                                                  self.ppo["max_new_tokens"])
         net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size,
                                   self.ppo["value_head_init"]).to(self.device)
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.ppo["learning_rate"])
+        opt = make_optimizer([p for p in net.parameters() if p.requires_grad], self.ppo)
         self.net, self.opt = self.acc.prepare(net, opt)
         self.kl_ctl = kl_controller(self.ppo)
         self.step, self.cursor, self.train_seconds = 0, 0, 0.0
@@ -603,8 +616,9 @@ class PPOTrainer:
                     loss = pl + ppo["vf_coef"] * vl
                     self._fail_if(not torch.isfinite(loss).item(), "loss")
                     self.acc.backward(loss / group_size)
-                if sync:
-                    norm = self.acc.clip_grad_norm_(self.net.parameters(), ppo["max_grad_norm"])
+                if sync:  # max_grad_norm null: no clipping (an infinite bound scales by 1), the norm is still logged
+                    max_norm = math.inf if ppo["max_grad_norm"] is None else ppo["max_grad_norm"]
+                    norm = self.acc.clip_grad_norm_(self.net.parameters(), max_norm)
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
                     stats["grad_norm"].append(float(norm))
