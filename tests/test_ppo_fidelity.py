@@ -221,3 +221,48 @@ def test_paper_configs_load():
         assert cfg["ppo"]["optimizer"] == "adafactor" and cfg["ppo"]["max_grad_norm"] is None, path
         assert cfg["ppo"]["gradient_accumulation_steps"] == 2, path
         assert cfg["lora"]["target_modules"] == (["Wqkv"] if "mpt" in path.name else ["q_proj", "v_proj"]), path
+
+
+# --- 10. a policy that collapses onto one answer is reported ---------------------------------------
+
+def test_collapsed_answer():
+    from gluerl.ppo import collapsed_answer
+
+    # 20 of 20 say "positive", gold 10/10: collapse
+    assert collapsed_answer({"negative": 0, "positive": 20}, {"negative": 10, "positive": 10}, 20) == "positive"
+    # 19 of 20 (95%) is not above 95%
+    assert collapsed_answer({"negative": 1, "positive": 19}, {"negative": 10, "positive": 10}, 20) is None
+    # the gold labels agree (20 of 20 positive): answering positive everywhere is no collapse
+    assert collapsed_answer({"negative": 0, "positive": 20}, {"negative": 0, "positive": 20}, 20) is None
+    assert collapsed_answer({"negative": 0, "positive": 0}, {"negative": 0, "positive": 0}, 0) is None
+
+
+def test_prediction_shares_are_logged_and_collapse_warned(setup, tmp_path, monkeypatch, caplog):
+    import gluerl.ppo as ppo
+
+    t = trainer(setup, tmp_path / "run", steps=2, batch_size=8, mini_batch_size=4)
+    words = get_task("sst2").labels
+    monkeypatch.setattr(ppo, "parse_answer", lambda text, task: 1)  # every episode answers "positive"
+    with caplog.at_level(logging.WARNING, logger="gluerl.ppo"):
+        t.train()
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0][f"pred_frac/sst2/{words[1]}"] == 1.0
+    assert metrics[0][f"pred_frac/sst2/{words[0]}"] == 0.0 and metrics[0]["pred_frac/sst2/invalid"] == 0.0
+    warned = [r for r in caplog.records if "collapse" in r.getMessage()]
+    assert len(warned) == 1 and "sst2" in warned[0].getMessage() and words[1] in warned[0].getMessage()
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["collapse"] == [{"task": "sst2", "label": words[1], "first_step": 1, "last_step": 2, "steps": 2,
+                                    "share": 1.0}]
+
+
+def test_no_collapse_warning_for_mixed_answers(setup, tmp_path, monkeypatch, caplog):
+    import gluerl.ppo as ppo
+
+    t = trainer(setup, tmp_path / "run", batch_size=8, mini_batch_size=4)
+    answers = iter([0, 1] * 10)
+    monkeypatch.setattr(ppo, "parse_answer", lambda text, task: next(answers))
+    with caplog.at_level(logging.WARNING, logger="gluerl.ppo"):
+        t.train()
+    assert not [r for r in caplog.records if "collapse" in r.getMessage()]
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["collapse"] == [] and summary["final_metrics"]["pred_frac/sst2/positive"] == 0.5

@@ -46,7 +46,7 @@ import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -175,6 +175,24 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     if var_returns <= 0:
         return float("nan")
     return float(1.0 - masked_var(returns - values, mask) / var_returns)
+
+
+COLLAPSE_SHARE = 0.95  # one answer in more than this share of a task's episodes, gold labels mixed: collapse
+
+
+def collapsed_answer(pred_counts: Mapping[str, float], gold_counts: Mapping[str, float], n: float,
+                     share: float = COLLAPSE_SHARE) -> str | None:
+    """The label word that took over ``n`` episodes: predicted in more than ``share`` of them while no
+    gold label is that frequent (the gold labels are mixed); None when there is no such word.
+
+    ``pred_counts`` and ``gold_counts`` map label words to counts among the ``n`` episodes.
+    """
+    if n <= 0 or not pred_counts:
+        return None
+    word, count = max(pred_counts.items(), key=lambda kv: kv[1])
+    if count / n > share and max(gold_counts.values(), default=0) / n <= share:
+        return word
+    return None
 
 
 def response_mask(response_ids: torch.Tensor, tokenizer, stop: str = CLOSE_TAG,
@@ -471,6 +489,10 @@ class PPOTrainer:
         self.callbacks = list(callbacks)
         self.rule = RewardRule(**self.ppo["reward"])
         self.tasks = {r["task"]: get_task(r["task"], cfg.get("task_files", ())) for r in self.records}
+        # (task, label id) of every classification task, in one order on every process (answer shares)
+        self.label_keys = [(name, label) for name, task in sorted(self.tasks.items()) if not task.is_regression
+                           for label in sorted(task.labels)]
+        self.collapse: list[dict[str, Any]] = []  # answer collapses seen (collapsed_answer), for the summary
         # on a machine without CUDA, accelerate only sets up multi-process (gloo) training when told cpu=True
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.main, self.rank, self.world = self.acc.is_main_process, self.acc.process_index, self.acc.num_processes
@@ -542,6 +564,58 @@ class PPOTrainer:
                 self._perm_cache = (epoch, order)
             out.append(self._perm_cache[1][pos])
         return out
+
+    def _answer_shares(self, records: Sequence[dict[str, Any]], preds: Sequence[Any]) -> dict[str, float | None]:
+        """``pred_frac/<task>/<label word>`` and ``pred_frac/<task>/invalid`` over this step's episodes of all
+        processes (None for a task without episodes this step); warns of and records answer collapse."""
+        tasks = sorted({t for t, _ in self.label_keys})
+        if not tasks:  # regression only (STS-B): no label words
+            return {}
+        n = {t: 0 for t in tasks}
+        invalid = dict(n)
+        pred, gold = {k: 0 for k in self.label_keys}, {k: 0 for k in self.label_keys}
+        for p, r in zip(preds, records):
+            if r["task"] not in n:
+                continue
+            n[r["task"]] += 1
+            if p is None:
+                invalid[r["task"]] += 1
+            elif (r["task"], int(p)) in pred:
+                pred[r["task"], int(p)] += 1
+            if (r["task"], int(r["label"])) in gold:
+                gold[r["task"], int(r["label"])] += 1
+        keys = list(self.label_keys)
+        sums = self._reduce([n[t] for t in tasks] + [invalid[t] for t in tasks] + [pred[k] for k in keys]
+                            + [gold[k] for k in keys])
+        n = dict(zip(tasks, sums[:len(tasks)]))
+        invalid = dict(zip(tasks, sums[len(tasks):2 * len(tasks)]))
+        pred = dict(zip(keys, sums[2 * len(tasks):2 * len(tasks) + len(keys)]))
+        gold = dict(zip(keys, sums[2 * len(tasks) + len(keys):]))
+        out: dict[str, float | None] = {}
+        for t in tasks:
+            words = self.tasks[t].labels
+            pred_words = {words[lab]: pred[t, lab] for tt, lab in keys if tt == t}
+            gold_words = {words[lab]: gold[t, lab] for tt, lab in keys if tt == t}
+            for word, count in pred_words.items():
+                out[f"pred_frac/{t}/{word}"] = count / n[t] if n[t] else None
+            out[f"pred_frac/{t}/invalid"] = invalid[t] / n[t] if n[t] else None
+            word = collapsed_answer(pred_words, gold_words, n[t])
+            if word is not None:
+                self._note_collapse(t, word, pred_words[word] / n[t], max(gold_words.values()) / n[t], int(n[t]))
+        return out
+
+    def _note_collapse(self, task: str, word: str, share: float, gold_share: float, n: int) -> None:
+        """Record that ``task``'s answers collapsed onto ``word`` at this step; warn when it starts."""
+        entry = next((e for e in self.collapse if e["task"] == task and e["label"] == word), None)
+        if entry is None or entry["last_step"] != self.step - 1:
+            if self.main:
+                log.warning("step %d: answer collapse on %s: %.0f%% of %d episodes answered %r while the gold "
+                            "labels are mixed (the most frequent one %.0f%%)", self.step, task, 100 * share, n,
+                            word, 100 * gold_share)
+        if entry is None:
+            entry = {"task": task, "label": word, "first_step": self.step, "last_step": self.step, "steps": 0}
+            self.collapse.append(entry)
+        entry.update(last_step=self.step, steps=entry["steps"] + 1, share=share)
 
     # -- one step -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -641,7 +715,9 @@ class PPOTrainer:
         minibatches; ``tokens_per_second``: response tokens of all processes per second of the step;
         ``seconds_*``: generation (sampling, which also gives the policy's log-probs and values), scoring
         (rule reward and the reference forward),
-        optimisation (GAE and the PPO epochs).
+        optimisation (GAE and the PPO epochs); ``pred_frac/<task>/<label word>`` and ``pred_frac/<task>/invalid``:
+        shares of the task's episodes per answer (classification tasks; a warning when one answer takes
+        over, see :func:`collapsed_answer`).
         """
         t0 = time.perf_counter()
         bs = self.ppo["batch_size"]
@@ -673,6 +749,7 @@ class PPOTrainer:
         step_seconds = time.perf_counter() - t0
         self.step += 1
         self.cursor += bs * self.world
+        shares = self._answer_shares(records, roll["preds"])
         metrics = {
             "step": self.step, "reward_mean": sums[0] / n,
             "accuracy": sums[2] / sums[3] if sums[3] else None, "invalid_rate": sums[4] / n,
@@ -682,6 +759,7 @@ class PPOTrainer:
             "response_length": n_tokens / n, "max_new_tokens": means[-1], "episodes": int(n),
             "tokens_per_second": n_tokens / step_seconds, "seconds_generation": means[-4],
             "seconds_scoring": means[-3], "seconds_optimisation": means[-2], "seconds_step": step_seconds,
+            **shares,
         }
         metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         self.train_seconds += step_seconds
@@ -719,7 +797,7 @@ class PPOTrainer:
             "seconds_per_step": wall / ran if ran else None,
             "episodes_per_second": ran * self.ppo["batch_size"] * self.world / wall if ran else None,
             "num_processes": self.world, "batch_size_per_process": self.ppo["batch_size"], "seed": self.seed,
-            "model": self.model_id, "device": str(self.device),
+            "model": self.model_id, "device": str(self.device), "collapse": self.collapse,
         }
         self.save_final(summary)
         return summary
@@ -749,7 +827,7 @@ class PPOTrainer:
             write_json(tmp / STATE_FILE, {
                 "step": self.step, "cursor": self.cursor, "kl_controller": self.kl_ctl.state_dict(),
                 "model": self.model_id, "seed": self.seed, "num_processes": self.world,
-                "train_seconds": self.train_seconds, "last_metrics": self.last_metrics,
+                "train_seconds": self.train_seconds, "last_metrics": self.last_metrics, "collapse": self.collapse,
             })
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -784,6 +862,7 @@ class PPOTrainer:
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.step, self.cursor = int(state["step"]), int(state["cursor"])
         self.train_seconds, self.last_metrics = float(state.get("train_seconds", 0.0)), state.get("last_metrics", {})
+        self.collapse = state.get("collapse", [])
         rng = json.loads((ckpt / "rng.json").read_text())
         if len(rng) == self.world:
             set_rng_state(rng[self.rank])
