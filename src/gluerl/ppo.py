@@ -46,7 +46,7 @@ import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -56,6 +56,9 @@ from .io import write_json
 from .parsing import CLOSE_TAG, parse_answer
 from .rewards import RewardRule, score_prediction
 from .tasks import get_task
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +375,7 @@ def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
 
 
 def sampling_config(ppo: dict[str, Any], eos_token_id: Sequence[int], pad_token_id: int | None,
-                    max_new_tokens: int):
+                    max_new_tokens: int) -> GenerationConfig:
     """The rollout's ``GenerationConfig``, from the ``ppo`` config alone.
 
     Sampling with ``temperature``, ``top_k`` and ``top_p``, stopping at ``</Judgement>`` or EOS after at
