@@ -11,18 +11,25 @@ completion (stopped at ``</Judgement>`` or EOS) and the rule in :mod:`gluerl.rew
    was sampled from) and values (a linear value head on the last hidden state of each step), so
    the policy never runs a second time over the rollout;
 2. **scoring** - the rule reward, and the reference log-probs from one no-grad forward pass of
-   the same model with the LoRA adapter disabled (no second copy of the weights);
+   the same model as the reference policy (no second copy of the base weights, see below);
 3. **rewards and advantages** - ``-kl_coef * (logp - ref_logp)`` per token plus the rule score on
    the last response token (:func:`compute_rewards`), GAE (:func:`gae`), whitened advantages;
 4. **optimisation** - ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss plus
-   ``vf_coef`` times the clipped value loss, gradient accumulation, grad-norm clipping, AdamW.
+   ``vf_coef`` times the clipped value loss, gradient accumulation, grad-norm clipping (unless
+   ``max_grad_norm`` is null), AdamW or Adafactor (``ppo.optimizer``);
+   in eval mode like the rollout (no LoRA dropout), so the first ratio is exactly the rollout's.
    Under ``accelerate launch`` / ``torchrun`` DDP averages the gradients, so every process holds
    the same weights after every step;
 5. the KL coefficient is adapted (Ziegler et al. 2019) from the KL averaged over all processes;
    metrics go to ``metrics.jsonl`` and to the ``on_step`` callbacks; a checkpoint is written
    every ``save_every`` steps and a run resumes from the latest one.
 
-The reference model is the base model (adapter off), also when PPO starts from an SFT adapter.
+The reference policy (``ppo.reference``) is by default the starting policy, as in the paper's
+code (which merges the SFT adapter and trains a fresh LoRA on top): for ``sft_ppo`` a frozen copy
+of the starting adapter, loaded a second time under the name ``reference`` and switched in for the
+reference pass; for ``ppo`` the base model (adapter off), which is what a fresh LoRA starts as.
+``reference: base`` makes it the base model in both cases. Only the trained adapter (``default``)
+is saved.
 Response tensors are ``[batch, resp_len]`` with a float mask that is 1 on the response tokens
 (up to and including the token that completes ``</Judgement>``, or EOS) and 0 after them.
 """
@@ -37,9 +44,9 @@ import os
 import random
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -50,7 +57,12 @@ from .parsing import CLOSE_TAG, parse_answer
 from .rewards import RewardRule, score_prediction
 from .tasks import get_task
 
+if TYPE_CHECKING:
+    from transformers import GenerationConfig
+
 log = logging.getLogger(__name__)
+
+REFERENCE_ADAPTER = "reference"  # PEFT name of the frozen copy of the starting adapter (sft_ppo)
 
 # --------------------------------------------------------------------------------------------
 # Pure functions: tensors [batch, resp_len] with a float mask
@@ -168,6 +180,24 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     return float(1.0 - masked_var(returns - values, mask) / var_returns)
 
 
+COLLAPSE_SHARE = 0.95  # one answer in more than this share of a task's episodes, gold labels mixed: collapse
+
+
+def collapsed_answer(pred_counts: Mapping[str, float], gold_counts: Mapping[str, float], n: float,
+                     share: float = COLLAPSE_SHARE) -> str | None:
+    """The label word that took over ``n`` episodes: predicted in more than ``share`` of them while no
+    gold label is that frequent (the gold labels are mixed); None when there is no such word.
+
+    ``pred_counts`` and ``gold_counts`` map label words to counts among the ``n`` episodes.
+    """
+    if n <= 0 or not pred_counts:
+        return None
+    word, count = max(pred_counts.items(), key=lambda kv: kv[1])
+    if count / n > share and max(gold_counts.values(), default=0) / n <= share:
+        return word
+    return None
+
+
 def response_mask(response_ids: torch.Tensor, tokenizer, stop: str = CLOSE_TAG,
                   eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None) -> torch.Tensor:
     """Float mask [B, T] of the response tokens that count.
@@ -253,13 +283,20 @@ class PolicyWithValueHead(nn.Module):
     """A PEFT causal LM and a fp32 ``Linear(hidden, 1)`` value head on its last hidden state.
 
     One module, so ``accelerator.prepare`` (DDP) syncs the adapter and the value head together.
+    ``value_head_init``: ``zero`` (weight and bias 0: every first value is 0, inside the range of the
+    returns) or ``normal`` (weight drawn with std ``1/sqrt(hidden+1)``, bias 0).
     """
 
-    def __init__(self, policy: nn.Module, hidden_size: int):
+    def __init__(self, policy: nn.Module, hidden_size: int, value_head_init: str = "zero"):
         super().__init__()
         self.policy = policy
         self.value_head = nn.Linear(hidden_size, 1, dtype=torch.float32)
-        nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden_size + 1))
+        if value_head_init == "zero":
+            nn.init.zeros_(self.value_head.weight)
+        elif value_head_init == "normal":
+            nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden_size + 1))
+        else:
+            raise ConfigError(f"ppo.value_head_init must be zero or normal, not {value_head_init!r}")
         nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int):
@@ -277,13 +314,31 @@ class PolicyWithValueHead(nn.Module):
         return out.logits[:, :-1], values
 
     def reference_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int):
-        """Logits [B, R, V] of the base model (adapter off) for the last ``n_response`` tokens; no values."""
+        """Logits [B, R, V] of the reference policy for the last ``n_response`` tokens; no values.
+
+        The reference is the frozen ``reference`` adapter when the model has one, else the base model
+        (adapter off). Call it without gradients: the adapters' ``requires_grad`` are switched for the pass.
+        """
         input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        with self.policy.disable_adapter():
+        with self.reference_policy():
             out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False, logits_to_keep=n_response + 1)
         return out.logits[:, :-1]
+
+    @contextmanager
+    def reference_policy(self) -> Iterator[None]:
+        """Within the block the policy is the reference: the ``reference`` adapter, or no adapter."""
+        if REFERENCE_ADAPTER not in self.policy.peft_config:
+            with self.policy.disable_adapter():
+                yield
+            return
+        active = self.policy.active_adapter
+        self.policy.set_adapter(REFERENCE_ADAPTER, inference_mode=True)  # every adapter frozen meanwhile
+        try:
+            yield
+        finally:
+            self.policy.set_adapter(active)  # trainable again, the reference frozen
 
     def generate(self, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``policy.generate(**kwargs)`` that also returns, for every generated token, the raw logits it
@@ -317,6 +372,36 @@ def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
     keep = attention_mask.any(dim=0)
     first = int(keep.long().argmax()) if bool(keep.any()) else 0
     return input_ids[:, first:], attention_mask[:, first:]
+
+
+def sampling_config(ppo: dict[str, Any], eos_token_id: Sequence[int], pad_token_id: int | None,
+                    max_new_tokens: int) -> GenerationConfig:
+    """The rollout's ``GenerationConfig``, from the ``ppo`` config alone.
+
+    Sampling with ``temperature``, ``top_k`` and ``top_p``, stopping at ``</Judgement>`` or EOS after at
+    most ``max_new_tokens``; no repetition penalty or any other logits processor. The old log-probs
+    are ``log_softmax(logits / temperature)``, so the tokens must be drawn from that distribution
+    (with ``top_k: 0`` and ``top_p: 1``, exactly).
+    """
+    from transformers import GenerationConfig
+
+    return GenerationConfig(do_sample=True, temperature=float(ppo["temperature"]), top_k=int(ppo["top_k"]),
+                            top_p=float(ppo["top_p"]), repetition_penalty=1.0, max_new_tokens=int(max_new_tokens),
+                            min_new_tokens=0, stop_strings=[CLOSE_TAG], eos_token_id=list(eos_token_id),
+                            pad_token_id=pad_token_id, num_beams=1, num_return_sequences=1)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], ppo: dict[str, Any]) -> torch.optim.Optimizer:
+    """``ppo.optimizer`` at the constant ``ppo.learning_rate``: AdamW, or Adafactor as the paper's code
+    (``scale_parameter=False, relative_step=False, warmup_init=False``: no relative step size)."""
+    if ppo["optimizer"] == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=ppo["learning_rate"], scale_parameter=False, relative_step=False,
+                         warmup_init=False)
+    if ppo["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=ppo["learning_rate"])
+    raise ConfigError(f"ppo.optimizer must be adamw or adafactor, not {ppo['optimizer']!r}")
 
 
 def model_identity(config, model_dir: str | Path) -> dict[str, str]:
@@ -407,6 +492,10 @@ class PPOTrainer:
         self.callbacks = list(callbacks)
         self.rule = RewardRule(**self.ppo["reward"])
         self.tasks = {r["task"]: get_task(r["task"], cfg.get("task_files", ())) for r in self.records}
+        # (task, label id) of every classification task, in one order on every process (answer shares)
+        self.label_keys = [(name, label) for name, task in sorted(self.tasks.items()) if not task.is_regression
+                           for label in sorted(task.labels)]
+        self.collapse: list[dict[str, Any]] = []  # answer collapses seen (collapsed_answer), for the summary
         # on a machine without CUDA, accelerate only sets up multi-process (gloo) training when told cpu=True
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.main, self.rank, self.world = self.acc.is_main_process, self.acc.process_index, self.acc.num_processes
@@ -424,13 +513,19 @@ class PPOTrainer:
             if not (Path(init_adapter) / "adapter_config.json").is_file():
                 raise ConfigError(f"--init-adapter {init_adapter} has no adapter_config.json")
             policy = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+            if self.ppo["reference"] == "initial":  # a frozen copy of the starting adapter is the reference
+                policy.load_adapter(str(init_adapter), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
         else:
             policy = get_peft_model(base, lora_config(cfg["lora"]))
         gen_eos = policy.generation_config.eos_token_id
         self.eos_ids = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [self.tok.eos_token_id])
-        net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size).to(self.device)
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.ppo["learning_rate"])
+        # generate fills every setting its generation_config leaves unset from the model's own (a hub model's
+        # repetition_penalty, temperature, top_k, ...): the rollout inherits none of them
+        base.generation_config = sampling_config(self.ppo, self.eos_ids, self.tok.pad_token_id,
+                                                 self.ppo["max_new_tokens"])
+        net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size,
+                                  self.ppo["value_head_init"]).to(self.device)
+        opt = make_optimizer([p for p in net.parameters() if p.requires_grad], self.ppo)
         self.net, self.opt = self.acc.prepare(net, opt)
         self.kl_ctl = kl_controller(self.ppo)
         self.step, self.cursor, self.train_seconds = 0, 0, 0.0
@@ -473,6 +568,58 @@ class PPOTrainer:
             out.append(self._perm_cache[1][pos])
         return out
 
+    def _answer_shares(self, records: Sequence[dict[str, Any]], preds: Sequence[Any]) -> dict[str, float | None]:
+        """``pred_frac/<task>/<label word>`` and ``pred_frac/<task>/invalid`` over this step's episodes of all
+        processes (None for a task without episodes this step); warns of and records answer collapse."""
+        tasks = sorted({t for t, _ in self.label_keys})
+        if not tasks:  # regression only (STS-B): no label words
+            return {}
+        n = {t: 0 for t in tasks}
+        invalid = dict(n)
+        pred, gold = {k: 0 for k in self.label_keys}, {k: 0 for k in self.label_keys}
+        for p, r in zip(preds, records):
+            if r["task"] not in n:
+                continue
+            n[r["task"]] += 1
+            if p is None:
+                invalid[r["task"]] += 1
+            elif (r["task"], int(p)) in pred:
+                pred[r["task"], int(p)] += 1
+            if (r["task"], int(r["label"])) in gold:
+                gold[r["task"], int(r["label"])] += 1
+        keys = list(self.label_keys)
+        sums = self._reduce([n[t] for t in tasks] + [invalid[t] for t in tasks] + [pred[k] for k in keys]
+                            + [gold[k] for k in keys])
+        n = dict(zip(tasks, sums[:len(tasks)]))
+        invalid = dict(zip(tasks, sums[len(tasks):2 * len(tasks)]))
+        pred = dict(zip(keys, sums[2 * len(tasks):2 * len(tasks) + len(keys)]))
+        gold = dict(zip(keys, sums[2 * len(tasks) + len(keys):]))
+        out: dict[str, float | None] = {}
+        for t in tasks:
+            words = self.tasks[t].labels
+            pred_words = {words[lab]: pred[t, lab] for tt, lab in keys if tt == t}
+            gold_words = {words[lab]: gold[t, lab] for tt, lab in keys if tt == t}
+            for word, count in pred_words.items():
+                out[f"pred_frac/{t}/{word}"] = count / n[t] if n[t] else None
+            out[f"pred_frac/{t}/invalid"] = invalid[t] / n[t] if n[t] else None
+            word = collapsed_answer(pred_words, gold_words, n[t])
+            if word is not None:
+                self._note_collapse(t, word, pred_words[word] / n[t], max(gold_words.values()) / n[t], int(n[t]))
+        return out
+
+    def _note_collapse(self, task: str, word: str, share: float, gold_share: float, n: int) -> None:
+        """Record that ``task``'s answers collapsed onto ``word`` at this step; warn when it starts."""
+        entry = next((e for e in self.collapse if e["task"] == task and e["label"] == word), None)
+        if entry is None or entry["last_step"] != self.step - 1:
+            if self.main:
+                log.warning("step %d: answer collapse on %s: %.0f%% of %d episodes answered %r while the gold "
+                            "labels are mixed (the most frequent one %.0f%%)", self.step, task, 100 * share, n,
+                            word, 100 * gold_share)
+        if entry is None:
+            entry = {"task": task, "label": word, "first_step": self.step, "last_step": self.step, "steps": 0}
+            self.collapse.append(entry)
+        entry.update(last_step=self.step, steps=entry["steps"] + 1, share=share)
+
     # -- one step -----------------------------------------------------------------------------
     @torch.no_grad()
     def rollout(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -485,10 +632,8 @@ class PPOTrainer:
         max_new = random.randint(ppo["min_new_tokens"], ppo["max_new_tokens"])
         # the sampling pass also gives the policy's log-probs (its logits) and the values (value head on
         # its last hidden states): no second forward pass of the policy over the rollout
-        sequences, gen_logits, values = model.generate(
-            **enc, max_new_tokens=max_new, do_sample=True, temperature=ppo["temperature"], top_k=ppo["top_k"],
-            top_p=ppo["top_p"], stop_strings=[CLOSE_TAG], tokenizer=self.tok, pad_token_id=self.tok.pad_token_id,
-            eos_token_id=self.eos_ids)
+        gen_config = sampling_config(ppo, self.eos_ids, self.tok.pad_token_id, max_new)
+        sequences, gen_logits, values = model.generate(**enc, generation_config=gen_config, tokenizer=self.tok)
         response = sequences[:, enc["input_ids"].shape[1]:]
         mask = response_mask(response, self.tok, CLOSE_TAG, self.eos_ids)
         R, T, mb = response.shape[1], ppo["temperature"], ppo["mini_batch_size"]
@@ -503,7 +648,7 @@ class PPOTrainer:
         scores = [score_prediction(p, r["label"], self.tasks[r["task"]], self.rule) for p, r in zip(preds, records)]
         input_ids = torch.cat([enc["input_ids"], response], dim=1)
         attention_mask = torch.cat([enc["attention_mask"], torch.ones_like(response)], dim=1)
-        # the reference is the same model with the adapter switched off, in chunks of mini_batch_size
+        # the reference is the same model with the reference adapter (or none), in chunks of mini_batch_size
         ref_logprobs = []
         for chunk in (slice(s, s + mb) for s in range(0, len(records), mb)):
             ref_logits = model.reference_logits(input_ids[chunk], attention_mask[chunk], R)
@@ -529,7 +674,8 @@ class PPOTrainer:
         n_mb = math.ceil(B / mb)
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac",
                                                           "approx_kl", "grad_norm")}
-        self.net.train()
+        # eval mode, as the rollout (and TRL 0.11's PPO): with LoRA dropout on here the first ratio would not be 1
+        self.net.eval()
         for _ in range(ppo["ppo_epochs"]):
             perm = torch.randperm(B, device=self.device)
             for k in range(n_mb):
@@ -547,8 +693,9 @@ class PPOTrainer:
                     loss = pl + ppo["vf_coef"] * vl
                     self._fail_if(not torch.isfinite(loss).item(), "loss")
                     self.acc.backward(loss / group_size)
-                if sync:
-                    norm = self.acc.clip_grad_norm_(self.net.parameters(), ppo["max_grad_norm"])
+                if sync:  # max_grad_norm null: no clipping (an infinite bound scales by 1), the norm is still logged
+                    max_norm = math.inf if ppo["max_grad_norm"] is None else ppo["max_grad_norm"]
+                    norm = self.acc.clip_grad_norm_(self.net.parameters(), max_norm)
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
                     stats["grad_norm"].append(float(norm))
@@ -571,7 +718,9 @@ class PPOTrainer:
         minibatches; ``tokens_per_second``: response tokens of all processes per second of the step;
         ``seconds_*``: generation (sampling, which also gives the policy's log-probs and values), scoring
         (rule reward and the reference forward),
-        optimisation (GAE and the PPO epochs).
+        optimisation (GAE and the PPO epochs); ``pred_frac/<task>/<label word>`` and ``pred_frac/<task>/invalid``:
+        shares of the task's episodes per answer (classification tasks; a warning when one answer takes
+        over, see :func:`collapsed_answer`).
         """
         t0 = time.perf_counter()
         bs = self.ppo["batch_size"]
@@ -603,6 +752,7 @@ class PPOTrainer:
         step_seconds = time.perf_counter() - t0
         self.step += 1
         self.cursor += bs * self.world
+        shares = self._answer_shares(records, roll["preds"])
         metrics = {
             "step": self.step, "reward_mean": sums[0] / n,
             "accuracy": sums[2] / sums[3] if sums[3] else None, "invalid_rate": sums[4] / n,
@@ -612,6 +762,7 @@ class PPOTrainer:
             "response_length": n_tokens / n, "max_new_tokens": means[-1], "episodes": int(n),
             "tokens_per_second": n_tokens / step_seconds, "seconds_generation": means[-4],
             "seconds_scoring": means[-3], "seconds_optimisation": means[-2], "seconds_step": step_seconds,
+            **shares,
         }
         metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         self.train_seconds += step_seconds
@@ -649,7 +800,7 @@ class PPOTrainer:
             "seconds_per_step": wall / ran if ran else None,
             "episodes_per_second": ran * self.ppo["batch_size"] * self.world / wall if ran else None,
             "num_processes": self.world, "batch_size_per_process": self.ppo["batch_size"], "seed": self.seed,
-            "model": self.model_id, "device": str(self.device),
+            "model": self.model_id, "device": str(self.device), "collapse": self.collapse,
         }
         self.save_final(summary)
         return summary
@@ -672,14 +823,14 @@ class PPOTrainer:
             final, tmp = root / f"step-{self.step}", root / f".step-{self.step}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            self.model.policy.save_pretrained(tmp / "adapter")
+            self.model.policy.save_pretrained(tmp / "adapter", selected_adapters=["default"])
             save_file(self._value_head_tensors(), tmp / "value_head.safetensors")
             torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
             write_json(tmp / "rng.json", rng)
             write_json(tmp / STATE_FILE, {
                 "step": self.step, "cursor": self.cursor, "kl_controller": self.kl_ctl.state_dict(),
                 "model": self.model_id, "seed": self.seed, "num_processes": self.world,
-                "train_seconds": self.train_seconds, "last_metrics": self.last_metrics,
+                "train_seconds": self.train_seconds, "last_metrics": self.last_metrics, "collapse": self.collapse,
             })
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -714,6 +865,7 @@ class PPOTrainer:
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.step, self.cursor = int(state["step"]), int(state["cursor"])
         self.train_seconds, self.last_metrics = float(state.get("train_seconds", 0.0)), state.get("last_metrics", {})
+        self.collapse = state.get("collapse", [])
         rng = json.loads((ckpt / "rng.json").read_text())
         if len(rng) == self.world:
             set_rng_state(rng[self.rank])
@@ -736,7 +888,7 @@ class PPOTrainer:
         from safetensors.torch import save_file
 
         if self.main:
-            self.model.policy.save_pretrained(self.output_dir)
+            self.model.policy.save_pretrained(self.output_dir, selected_adapters=["default"])
             save_file(self._value_head_tensors(), self.output_dir / "value_head.safetensors")
             write_json(self.output_dir / "train_summary.json", summary)
             self._info("saved adapter, value head and summary to %s", self.output_dir)

@@ -1,0 +1,268 @@
+"""PPO as the paper ran it (issue 13): reference policy, value head start, sampling settings, dropout,
+optimizer, gradient clipping and a warning when the policy collapses onto one answer.
+
+Every check runs a few PPO steps on the session's tiny Llama (``conftest.tiny_model``) with generated
+SST-2 prompts. ``perturbed_adapter`` saves a LoRA adapter moved away from zero (an SFT adapter
+stand-in), so that the starting policy differs from the base model and LoRA dropout changes outputs.
+"""
+
+import json
+import logging
+import math
+
+import pytest
+import torch
+
+from gluerl import testing
+from gluerl.config import load_config
+from gluerl.io import write_jsonl
+from gluerl.models import load_tokenizer
+from gluerl.prompts import format_split
+from gluerl.tasks import get_task
+from gluerl.training import load_train_records
+
+PPO = {"steps": 1, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "min_new_tokens": 6,
+       "max_new_tokens": 6, "save_every": 1000, "adaptive_kl": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ppo_fidelity")
+    prompts = root / "sst2.jsonl"
+    write_jsonl(prompts, format_split(testing.generate_rows("sst2", 8), get_task("sst2")))
+    tok = load_tokenizer(tiny_model)
+    return {"root": root, "model": tiny_model, "tok": tok, "records": load_train_records([("sst2", prompts)], tok)}
+
+
+def perturbed_adapter(model_dir, out, seed=0):
+    """A LoRA adapter (the config's lora section) whose A and B are random: policy != base model."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from gluerl.training import lora_config
+
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model_dir)), lora_config(load_config(None)["lora"]))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_" in name:
+                p.normal_(0.0, 0.3 if "lora_B" in name else 0.1)
+    peft.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter(setup):
+    return perturbed_adapter(setup["model"], setup["root"] / "sft_adapter")
+
+
+def trainer(setup, out, model=None, init_adapter=None, callbacks=(), lora=None, **ppo):
+    from gluerl.ppo import PPOTrainer
+
+    cfg = load_config(None, {"ppo": dict(PPO, **ppo), "lora": lora or {}})
+    return PPOTrainer(cfg, model or setup["model"], setup["records"], out, seed=3, init_adapter=init_adapter,
+                      callbacks=callbacks, tokenizer=setup["tok"])
+
+
+# --- 1. the reference policy is the starting policy ----------------------------------------------
+
+def test_sft_ppo_reference_is_the_starting_adapter(setup, adapter, tmp_path):
+    seen = []
+    t = trainer(setup, tmp_path / "initial", init_adapter=adapter, callbacks=[seen.append], learning_rate=0.0)
+    t.train()
+    print("first-step KL, reference initial:", seen[0]["kl"])
+    assert abs(seen[0]["kl"]) < 1e-4, seen[0]["kl"]  # policy == reference at the first step
+    # only the trained adapter is saved: one adapter folder that evaluation loads on the base model
+    assert (tmp_path / "initial" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "initial" / "reference").exists()
+    assert not any((tmp_path / "initial" / "checkpoints").glob("*/adapter/reference"))
+
+    seen_base = []
+    trainer(setup, tmp_path / "base", init_adapter=adapter, callbacks=[seen_base.append], learning_rate=0.0,
+            reference="base").train()
+    print("first-step KL, reference base:", seen_base[0]["kl"])
+    assert abs(seen_base[0]["kl"]) > 0.05, seen_base[0]["kl"]  # reference: base is the model without the adapter
+
+
+def test_reference_adapter_stays_frozen_and_trainable_adapter_trains(setup, adapter, tmp_path):
+    t = trainer(setup, tmp_path / "run", init_adapter=adapter, learning_rate=1e-2, steps=2)
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters() if "lora_" in n}
+    t.train()
+    after = dict(t.model.named_parameters())
+    ref = [n for n in before if ".reference." in n]
+    trained = [n for n in before if ".default." in n]
+    assert ref and trained
+    assert all(not after[n].requires_grad and torch.equal(after[n], before[n]) for n in ref)
+    assert all(after[n].requires_grad for n in trained)
+    assert any(not torch.equal(after[n], before[n]) for n in trained if "lora_B" in n)
+    # a rerun resumes from the last checkpoint: the trained adapter as it was, the reference the starting one
+    resumed = trainer(setup, tmp_path / "run", init_adapter=adapter, learning_rate=1e-2, steps=2)
+    assert resumed.step == 2
+    params = dict(resumed.model.named_parameters())
+    assert all(torch.equal(params[n], after[n]) for n in before)
+
+
+# --- 2. the value head starts at zero ------------------------------------------------------------
+
+def test_value_head_starts_at_zero(setup, tmp_path):
+    t = trainer(setup, tmp_path / "zero")
+    head = t.model.value_head
+    assert torch.count_nonzero(head.weight) == 0 and torch.count_nonzero(head.bias) == 0
+    roll = t.rollout(setup["records"][:4])
+    assert torch.count_nonzero(roll["values"]) == 0
+
+    normal = trainer(setup, tmp_path / "normal", value_head_init="normal").model.value_head
+    hidden = normal.weight.shape[1]
+    assert normal.weight.std().item() == pytest.approx(1 / math.sqrt(hidden + 1), rel=0.5)
+
+
+# --- 3. rollouts sample from the distribution whose log-probs PPO uses ----------------------------
+
+def test_rollout_ignores_the_models_generation_config(setup, tmp_path, monkeypatch):
+    import shutil
+
+    from transformers import GenerationConfig
+
+    from gluerl.ppo import logprobs_from_logits
+
+    model = tmp_path / "model"
+    shutil.copytree(setup["model"], model)
+    gen = GenerationConfig.from_pretrained(str(model))
+    gen.update(repetition_penalty=1.1, temperature=0.7, top_k=20, do_sample=True)
+    gen.save_pretrained(str(model))
+    t = trainer(setup, tmp_path / "run", model=model, temperature=1.0)
+
+    scores = []
+    real = t.model.policy.generate
+
+    def spy(**kwargs):  # the scores generate sampled from (after its logits processors)
+        out = real(**kwargs, output_scores=True)
+        scores.append(torch.stack(out.scores, 1))
+        return out
+
+    monkeypatch.setattr(t.model.policy, "generate", spy)
+    roll = t.rollout(setup["records"][:4])
+    mask, R = roll["mask"] > 0, roll["response"].shape[1]
+    sampled = logprobs_from_logits(scores[0], roll["response"])
+    torch.testing.assert_close(roll["logprobs"][mask], sampled[mask], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # and they equal a teacher-forced pass over the finished sequences
+        t.model.eval()
+        logits, _ = t.model(roll["input_ids"], roll["attention_mask"], R)
+    torch.testing.assert_close(roll["logprobs"][mask], logprobs_from_logits(logits, roll["response"])[mask],
+                               atol=1e-4, rtol=1e-4)
+
+
+# --- 4. the first ratio is 1 with LoRA dropout on ------------------------------------------------
+
+def test_first_minibatch_ratio_is_one_with_lora_dropout(setup, adapter, tmp_path, monkeypatch):
+    import gluerl.ppo as ppo
+
+    calls = []
+    real = ppo.policy_loss
+
+    def spy(logprobs, old_logprobs, advantages, mask, cliprange):
+        calls.append(((logprobs - old_logprobs) * mask).detach().abs().max().item())
+        return real(logprobs, old_logprobs, advantages, mask, cliprange)
+
+    monkeypatch.setattr(ppo, "policy_loss", spy)
+    t = trainer(setup, tmp_path / "run", init_adapter=adapter, lora={"dropout": 0.05})
+    assert t.model.policy.peft_config["default"].lora_dropout == 0.05
+    t.train_step()
+    assert calls[0] < 1e-5, calls  # log ratio 0 (float noise): before any update the policy is the rollout's
+
+
+# --- 7. optimizer and clipping follow the config --------------------------------------------------
+
+def test_optimizer_follows_config(setup, tmp_path):
+    from transformers.optimization import Adafactor
+
+    assert isinstance(trainer(setup, tmp_path / "adamw").opt.optimizer, torch.optim.AdamW)
+    opt = trainer(setup, tmp_path / "adafactor", optimizer="adafactor", learning_rate=3e-5).opt.optimizer
+    assert isinstance(opt, Adafactor)
+    group = opt.param_groups[0]
+    assert group["lr"] == 3e-5 and group["scale_parameter"] is False and group["relative_step"] is False
+    assert group["warmup_init"] is False
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 1e-4])
+def test_max_grad_norm_null_does_not_clip(setup, adapter, tmp_path, max_grad_norm):
+    seen, norms = [], []
+    t = trainer(setup, tmp_path / "run", init_adapter=adapter, callbacks=[seen.append], max_grad_norm=max_grad_norm,
+                learning_rate=1e-3, mini_batch_size=4)
+    real = t.opt.step
+
+    def step(*args, **kwargs):  # the gradient norm the optimizer is handed
+        grads = [p.grad for p in t.net.parameters() if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return real(*args, **kwargs)
+
+    t.opt.step = step
+    t.train()
+    assert len(norms) == 1 and seen[0]["grad_norm"] > 1e-2  # grad_norm: the norm before any clipping
+    if max_grad_norm is None:
+        assert norms[0] == pytest.approx(seen[0]["grad_norm"], rel=1e-5)
+    else:
+        assert norms[0] == pytest.approx(max_grad_norm, rel=1e-3)
+
+
+def test_paper_configs_load():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "config" / "paper").glob("*.yaml")):
+        cfg = load_config(path, check=True)
+        assert cfg["ppo"]["optimizer"] == "adafactor" and cfg["ppo"]["max_grad_norm"] is None, path
+        assert cfg["ppo"]["gradient_accumulation_steps"] == 2, path
+        assert cfg["lora"]["target_modules"] == (["Wqkv"] if "mpt" in path.name else ["q_proj", "v_proj"]), path
+
+
+# --- 10. a policy that collapses onto one answer is reported ---------------------------------------
+
+def test_collapsed_answer():
+    from gluerl.ppo import collapsed_answer
+
+    # 20 of 20 say "positive", gold 10/10: collapse
+    assert collapsed_answer({"negative": 0, "positive": 20}, {"negative": 10, "positive": 10}, 20) == "positive"
+    # 19 of 20 (95%) is not above 95%
+    assert collapsed_answer({"negative": 1, "positive": 19}, {"negative": 10, "positive": 10}, 20) is None
+    # the gold labels agree (20 of 20 positive): answering positive everywhere is no collapse
+    assert collapsed_answer({"negative": 0, "positive": 20}, {"negative": 0, "positive": 20}, 20) is None
+    assert collapsed_answer({"negative": 0, "positive": 0}, {"negative": 0, "positive": 0}, 0) is None
+
+
+def test_prediction_shares_are_logged_and_collapse_warned(setup, tmp_path, monkeypatch, caplog):
+    import gluerl.ppo as ppo
+
+    t = trainer(setup, tmp_path / "run", steps=2, batch_size=8, mini_batch_size=4)
+    words = get_task("sst2").labels
+    monkeypatch.setattr(ppo, "parse_answer", lambda text, task: 1)  # every episode answers "positive"
+    with caplog.at_level(logging.WARNING, logger="gluerl.ppo"):
+        t.train()
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0][f"pred_frac/sst2/{words[1]}"] == 1.0
+    assert metrics[0][f"pred_frac/sst2/{words[0]}"] == 0.0 and metrics[0]["pred_frac/sst2/invalid"] == 0.0
+    warned = [r for r in caplog.records if "collapse" in r.getMessage()]
+    assert len(warned) == 1 and "sst2" in warned[0].getMessage() and words[1] in warned[0].getMessage()
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["collapse"] == [{"task": "sst2", "label": words[1], "first_step": 1, "last_step": 2, "steps": 2,
+                                    "share": 1.0}]
+
+
+def test_no_collapse_warning_for_mixed_answers(setup, tmp_path, monkeypatch, caplog):
+    import gluerl.ppo as ppo
+
+    t = trainer(setup, tmp_path / "run", batch_size=8, mini_batch_size=4)
+    answers = iter([0, 1] * 10)
+    monkeypatch.setattr(ppo, "parse_answer", lambda text, task: next(answers))
+    with caplog.at_level(logging.WARNING, logger="gluerl.ppo"):
+        t.train()
+    assert not [r for r in caplog.records if "collapse" in r.getMessage()]
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["collapse"] == [] and summary["final_metrics"]["pred_frac/sst2/positive"] == 0.5
