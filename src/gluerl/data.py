@@ -5,7 +5,8 @@ Every source gives rows in the hub dataset's schema (``nyu-mll/glue``: the task'
 ``aps/super_glue`` likewise). A local folder holds ``{task}/{split}.jsonl`` (``../shared/glue`` is
 one; ``scripts/import_local_dataset.py`` builds one from other copies of a dataset). The
 ``embedded`` source is such a folder inside the package (``gluerl/embedded``: a few hundred real
-rows of the demo tasks, see its README), so the demo needs no network.
+rows of the demo tasks, see its README), so the demo needs no network. An unreachable hub fails
+at once with one line that names ``data.source`` and the alternatives (``gluerl.hub``).
 
 A task may rename hub columns (``rename``) and expand rows (``expand: record_entities``: a ReCoRD
 query with its candidate entities becomes one yes/no row per distinct entity, the query's
@@ -22,6 +23,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from . import hub
 from .config import EMBEDDED_DIR, embedded_splits
 from .errors import ConfigError, DataError
 from .io import read_jsonl
@@ -34,13 +36,29 @@ def local_path(local_dir: str | Path, task: Task, split: str) -> Path:
     return Path(local_dir) / task.name / f"{split}.jsonl"
 
 
+def hub_remedies(cache: bool = True) -> str:
+    """What to do instead of the hub, for the one-line data errors (``cache``: name HF_HUB_OFFLINE too)."""
+    tasks = ", ".join(embedded_splits()) or "none"
+    offline = "HF_HUB_OFFLINE=1 with the dataset already in the Hugging Face cache, or " if cache else ""
+    return ("without the hub: data.source: local with data.local_dir, a folder of {task}/{split}.jsonl "
+            f"(overlay config/offline.yaml: --configfile config/offline.yaml), or {offline}"
+            f"data.source: embedded for the demo tasks ({tasks})")
+
+
 def _hub_rows(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
+    revision = data_cfg.get("hub_revisions", {}).get(task.hub_path, data_cfg.get("hub_revision"))
+    hub.require_repo(task.hub_path, "dataset", revision, "data.source", hub_remedies(),
+                     cached=lambda: hub.dataset_cached(task.hub_path, task.hub_name))
     from datasets import load_dataset
 
-    revision = data_cfg.get("hub_revisions", {}).get(task.hub_path, data_cfg.get("hub_revision"))
     log.info("downloading %s/%s split %s (revision %s)", task.hub_path, task.hub_name, split, revision or "default")
     try:
         ds = load_dataset(task.hub_path, task.hub_name, split=split, revision=revision)
+    except ConnectionError as e:
+        if hub.offline():
+            raise hub.not_cached(task.hub_path, "dataset", revision, "data.source", hub_remedies(cache=False)) from None
+        raise hub.HubError(f"data.source: lost the Hugging Face hub while loading {task.hub_path}/{task.hub_name} "
+                           f"({hub.one_line(e)}); {hub_remedies()}") from None
     except (ValueError, FileNotFoundError) as e:
         raise DataError(f"cannot load split {split!r} of {task.hub_path}/{task.hub_name}: {e}") from e
     return [dict(r) for r in ds]
