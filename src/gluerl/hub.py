@@ -91,7 +91,8 @@ def not_cached(repo_id: str, repo_type: str, revision: str | None, key: str, rem
     else:
         from huggingface_hub import constants
 
-        cache, fill = constants.HF_HUB_CACHE, f"`hf download {repo_id}` where the hub is reachable, with the same HF_HOME"
+        cache = constants.HF_HUB_CACHE
+        fill = f"`hf download {repo_id}` where the hub is reachable, with the same HF_HOME"
     return HubError(f"{key}: HF_HUB_OFFLINE is set and the Hugging Face cache ({cache}) has no "
                     f"{_what(repo_id, repo_type, revision)}: fill it ({fill}); or {remedies}")
 
