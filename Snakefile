@@ -1,6 +1,6 @@
 # gluerl: GLUE/SuperGLUE as reinforcement-learning episodes for LLMs (arXiv 2410.11020).
 #
-#   snakemake --cores 8 --resources gpu=4 results/tables/glue.csv
+#   snakemake results/tables/glue.csv --cores 8 --resources gpu=4
 #
 # This file only wires the stages together; the logic lives in the `gluerl` package, the commands
 # in scripts/, helpers and target lists in rules/common.smk, the experiment in config/.

@@ -1,8 +1,12 @@
+import fnmatch
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
+from gluerl.config import load_config
 from gluerl.data import load_split, subsample
 from gluerl.errors import ConfigError, DataError
 from gluerl.tasks import get_task
@@ -153,3 +157,50 @@ def test_axb_reads_hub_columns_under_the_rte_field_names(tmp_path):
                                              "label": -1, "idx": 0}])
     rows = load_split(AXB, "test", local(tmp_path))
     assert rows == [{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": -1, "idx": 0}]
+
+
+# ---- the embedded demo sample (data.source: embedded) ----
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "src/gluerl/embedded"
+SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared/glue"
+
+
+@pytest.mark.parametrize("task", ["sst2", "cola"])
+def test_embedded_source_reads_the_packaged_sample(task):
+    cfg = {"source": "embedded", "max_samples": {}, "subsample_seed": 0}
+    train, val = load_split(get_task(task), "train", cfg), load_split(get_task(task), "validation", cfg)
+    assert (len(train), len(val)) == (400, 300)  # the demo evaluates on at least 200 rows a task
+    assert {r["label"] for r in val} == {0, 1} and set(val[0]) == {"sentence", "label", "idx"}
+    assert not {r["sentence"] for r in train} & {r["sentence"] for r in val}
+    sub = load_split(get_task(task), "validation", {**cfg, "max_samples": {"eval": 32}})
+    assert len(sub) == 32
+
+
+def test_embedded_source_names_what_it_lacks():
+    with pytest.raises(ConfigError, match=r"embedded ships only the demo sample \(cola: train, validation; "
+                                          r"sst2: train, validation\); task 'rte' split 'train'"):
+        load_split(RTE, "train", {"source": "embedded"})
+    with pytest.raises(ConfigError, match=r"tasks: rte needs rte/train, rte/validation: use data.source: hub or local"):
+        load_config(None, {"tasks": ["sst2", "rte"], "data": {"source": "embedded"}}, check=True)
+    assert load_config(None, {"tasks": ["sst2", "cola"], "data": {"source": "embedded"}}, check=True)
+
+
+def test_embedded_sample_ships_in_the_package():
+    """pyproject's package-data patterns cover every file of the sample (a non-editable install has them)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    patterns = tomllib.loads((EMBEDDED_DIR.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["gluerl"]
+    files = [p.relative_to(EMBEDDED_DIR.parent).as_posix() for p in EMBEDDED_DIR.rglob("*") if p.is_file()]
+    assert len(files) == 5 and "embedded/README.md" in files
+    assert all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), (files, patterns)
+    assert sum((EMBEDDED_DIR / f.split("/", 1)[1]).stat().st_size for f in files) < 300_000
+
+
+@pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason="needs the offline GLUE copy ../shared/glue")
+def test_embedded_sample_is_what_the_script_draws(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_demo_sample", EMBEDDED_DIR.parents[2] / "scripts/make_demo_sample.py")
+    make_demo_sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_demo_sample)
+    make_demo_sample.main(["--source", str(SHARED_GLUE), "--output", str(tmp_path)])
+    for task in ("sst2", "cola"):
+        for split in ("train", "validation"):
+            assert (tmp_path / task / f"{split}.jsonl").read_bytes() == (EMBEDDED_DIR / task / f"{split}.jsonl").read_bytes()

@@ -31,8 +31,7 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
     try:
         main(argv)
     except GlueRLError as e:
-        logging.getLogger("gluerl").error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # once: the log records go to the same stream
         sys.exit(1)
 
 

@@ -20,6 +20,8 @@ from jsonschema import Draft202012Validator, validators
 from .errors import ConfigError
 
 SCHEMA_PATH = Path(str(resources.files("gluerl") / "schemas" / "config.schema.yaml"))
+# data.source: embedded reads {EMBEDDED_DIR}/{task}/{split}.jsonl (the demo sample; see its README)
+EMBEDDED_DIR = Path(str(resources.files("gluerl") / "embedded"))
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -68,6 +70,14 @@ def validate(cfg: dict, source: str = "config") -> dict:
     return cfg
 
 
+def embedded_splits() -> dict[str, list[str]]:
+    """Task -> splits shipped in the package for ``data.source: embedded``."""
+    if not EMBEDDED_DIR.is_dir():
+        return {}
+    return {d.name: sorted(f.stem for f in d.glob("*.jsonl"))
+            for d in sorted(EMBEDDED_DIR.iterdir()) if d.is_dir() and any(d.glob("*.jsonl"))}
+
+
 def check_names(cfg: dict, source: str = "config") -> None:
     """Checks the schema cannot express: task names exist, model names are path-safe."""
     from .models import check_source
@@ -92,6 +102,17 @@ def check_names(cfg: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: data.local_dir must be set when data.source is 'local'")
         if not Path(d).is_dir():
             raise ConfigError(f"{source}: data.local_dir: folder {d} does not exist")
+    if cfg["data"]["source"] == "embedded":
+        shipped = embedded_splits()
+        for name in cfg["tasks"]:
+            task = tasks[name]
+            train = tasks[task.train_task] if task.train_task else task  # few-shot demonstrations, training
+            needed = [(train.name, train.train_split)] + [(name, s) for s in task.eval_splits]
+            missing = [f"{t}/{s}" for t, s in needed if s not in shipped.get(t, [])]
+            if missing:
+                have = "; ".join(f"{t}: {', '.join(s)}" for t, s in shipped.items()) or "nothing"
+                raise ConfigError(f"{source}: data.source: embedded ships only the demo sample ({have}); "
+                                  f"tasks: {name} needs {', '.join(missing)}: use data.source: hub or local for it")
 
 
 def load_config(path: str | Path | None = None, overrides: dict | str | None = None, check: bool = False) -> dict:

