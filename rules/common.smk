@@ -154,6 +154,11 @@ def table_inputs(wildcards):
     ]
 
 
+def table_predictions(wildcards):
+    """The per-example predictions beside every table input (paired differences to the reference)."""
+    return [r.removesuffix(".json") + ".predictions.jsonl" for r in table_inputs(wildcards)]
+
+
 def training_summaries(wildcards=None):
     """train_summary.json of every training run the configured methods need."""
     sets = sorted({train_set(t) for t in TASKS if t.labelled})

@@ -1,6 +1,7 @@
 rule assemble_table:
     input:
-        table_inputs,
+        results=table_inputs,
+        predictions=table_predictions,
     output:
         csv="results/tables/{benchmark}.csv",
         markdown="results/tables/{benchmark}.md",
@@ -9,7 +10,7 @@ rule assemble_table:
     log:
         "logs/assemble_table/{benchmark}.log",
     params:
-        cfg=config_json("tasks"),
+        cfg=config_json("tasks", "evaluation", "tables"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -17,4 +18,4 @@ rule assemble_table:
         "../envs/core.yaml"
     shell:
         "GLUERL_RULE=assemble_table python scripts/assemble_table.py --config-json {params.cfg:q} --benchmark {wildcards.benchmark} "
-        "--csv {output.csv} --markdown {output.markdown} --png {output.png} --metrics {output.metrics} {input} > {log} 2>&1"
+        "--csv {output.csv} --markdown {output.markdown} --png {output.png} --metrics {output.metrics} {input.results} {input.predictions} > {log} 2>&1"

@@ -203,6 +203,7 @@ def dvc_project(tmp_path_factory):
         "data": {"source": "local", "local_dir": str(root / "glue"), "max_samples": {"train": 24, "eval": 6}},
         "prompting": {"num_shots": 2},
         "evaluation": {"batch_size": 4, "max_new_tokens": 6},
+        "tables": {"reference_method": "sft"},  # not among the methods: no difference columns
         "mlflow": {"enabled": False},
     }
     (work / "config/config.yaml").write_text(yaml.safe_dump(cfg))

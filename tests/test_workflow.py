@@ -83,9 +83,19 @@ def test_dag_end_to_end_to_glue_csv(project):
     rows = list(csv.DictReader(table.open()))
     assert [r["method"] for r in rows] == METHODS
     cols = ["rte", "stsb", "mnli_m", "mnli_mm"]
-    assert list(rows[0]) == ["method", "model", "seeds", *[c + s for c in cols for s in ("", "_lo", "_hi")], "average"]
+    diffs = [c + s for c in [*cols, "average"] for s in ("_diff", "_diff_lo", "_diff_hi", "_diff_p")]
+    assert list(rows[0]) == ["method", "model", "seeds", *[c + s for c in cols for s in ("", "_lo", "_hi")], "average",
+                             *diffs]  # differences to the reference method (tables.reference_method: sft)
+    sft = rows[METHODS.index("sft")]
     for r in rows:
         assert r["model"] == "tiny" and r["seeds"] == "2"
+        for c in [*cols, "average"]:  # paired differences to sft, from the unrounded scores
+            if r["method"] == "sft":
+                assert r[c + "_diff"] == "", c
+            else:
+                assert float(r[c + "_diff"]) == pytest.approx(float(r[c]) - float(sft[c]), abs=0.151), (r["method"], c)
+                assert float(r[c + "_diff_lo"]) <= float(r[c + "_diff_hi"]), (r["method"], c)
+                assert 0 < float(r[c + "_diff_p"]) <= 1
         vals = [float(r[c]) for c in cols]
         assert float(r["average"]) == pytest.approx(sum(vals) / 4, abs=0.051)
         for c in cols:  # bootstrap interval of every score (bounds and score are each means over seeds)
@@ -98,6 +108,7 @@ def test_dag_end_to_end_to_glue_csv(project):
         assert lo <= r["columns"]["rte"]["score"] <= hi and r["columns"]["rte"]["bootstrap"]["resamples"] == 1000
     assert float(rows[0]["rte_lo"]) == round(100 * sum(r["columns"]["rte"]["ci"]["score"][0] for r in res) / 2, 1)
     assert (work / "results/tables/glue.md").read_text().startswith("# GLUE")
+    assert "## Difference to sft" in (work / "results/tables/glue.md").read_text()
     assert (work / "results/tables/glue.png").read_bytes()[:4] == b"\x89PNG"
     preds = (work / "results/eval/fewshot/tiny/seed1/mnli.predictions.jsonl").read_text().splitlines()
     assert len(preds) == 12 and {json.loads(p)["split"] for p in preds} == {"validation_matched", "validation_mismatched"}

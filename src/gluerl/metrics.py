@@ -15,7 +15,9 @@ candidate, "No" for a gold one, so it never helps its query.)
 
 Confidence intervals (:func:`bootstrap`) resample the scoring units with replacement (examples,
 or whole questions/queries for grouped tasks) a seeded number of times and take the percentile
-interval of every metric and of the score.
+interval of every metric and of the score. :func:`resampled_scores` gives the score on each draw,
+so that two methods scored on the same draws give a paired interval of their difference
+(:mod:`gluerl.paired`), with :func:`bootstrap_p` its p-value.
 
 Invalid answers (parse failures) count as wrong: before scoring, a classification answer of
 ``None`` becomes a label that differs from the gold one, and a regression answer of ``None``
@@ -189,6 +191,43 @@ def bootstrap(n_units: int, score_fn: Callable[[np.ndarray], dict[str, float]], 
             draws.setdefault(k, []).append(v)
     tail = 100 * (1 - confidence) / 2
     return {k: [float(x) for x in np.nanpercentile(v, [tail, 100 - tail])] for k, v in draws.items()}
+
+
+def resampled_scores(n_units: int, score_fn: Callable[[np.ndarray], dict[str, float]], resamples: int = 1000,
+                     seed: int | Sequence[int] = 0) -> np.ndarray:
+    """The score (mean of the metrics, each recomputed) on each of ``resamples`` bootstrap draws.
+
+    The draws are :func:`bootstrap`'s for the same ``seed``: ``n_units`` unit indices with replacement
+    from ``np.random.default_rng(seed)``. Two score functions over the same units in the same order,
+    given the same seed, are scored on the same draws, so their difference draw by draw is a paired
+    bootstrap of the difference of their scores.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty(resamples)
+    for b in range(resamples):
+        out[b] = np.mean(list(score_fn(rng.integers(0, n_units, n_units)).values()))
+    return out
+
+
+def percentile_interval(draws: np.ndarray, confidence: float = 0.95) -> list[float]:
+    """The percentile bootstrap interval ``[low, high]`` of some draws (as :func:`bootstrap`)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), not {confidence}")
+    tail = 100 * (1 - confidence) / 2
+    return [float(x) for x in np.nanpercentile(draws, [tail, 100 - tail])]
+
+
+def bootstrap_p(diffs: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "no difference" from resampled differences ``diffs``.
+
+    ``min(1, 2 * min(1 + #(d <= 0), 1 + #(d >= 0)) / (B + 1))`` over the B draws: twice the smaller
+    share of draws on either side of 0, counted with the observed sample as one more draw (so p is
+    never 0: 1000 resamples resolve it down to 2/1001). p falls below 1 - confidence about when the
+    percentile interval of the difference excludes 0; identical predictions give p = 1.
+    """
+    d = np.asarray(diffs, dtype=float)
+    below, above = int(np.sum(d <= 0)), int(np.sum(d >= 0))
+    return float(min(1.0, 2 * (1 + min(below, above)) / (len(d) + 1)))
 
 
 def fill_invalid(gold: Sequence, pred: Sequence, task: Task) -> list:

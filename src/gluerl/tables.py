@@ -7,6 +7,14 @@ chart): the evaluation's percentile interval of the score, averaged over seeds b
 for results evaluated without intervals. The average counts the columns of tasks that are
 ``in_average``. The same table is written as CSV, Markdown (with the invalid-answer rates) and a
 bar chart PNG.
+
+With a reference method (``tables.reference_method``, default ``sft``) among the rows, every other
+row of the same model also gets its paired difference to it (:mod:`gluerl.paired`: the same examples
+on both sides, per seed then averaged, a paired bootstrap with every metric recomputed per resample),
+in points: ``{column}_diff``, ``{column}_diff_lo``, ``{column}_diff_hi`` (its interval) and
+``{column}_diff_p`` (two-sided bootstrap p-value) for every column and the average, after the
+existing columns; a second Markdown table ("Difference to sft": ``+3.2 [1.1, 5.0] p=0.004``); and a
+``*`` in the chart above every bar whose interval of the difference excludes 0.
 """
 
 from __future__ import annotations
@@ -22,12 +30,39 @@ from .tasks import Task
 
 METHOD_ORDER = ["zeroshot", "fewshot", "sft", "ppo", "sft_ppo", "grpo"]
 CI_SUFFIXES = ("_lo", "_hi")
+DIFF_SUFFIXES = ("_diff", "_diff_lo", "_diff_hi", "_diff_p")
 
 
 def score_columns(header: Sequence[str]) -> list[str]:
-    """The score columns of a table header (no method/model/seeds, no interval columns)."""
+    """The score columns of a table header (no method/model/seeds, no interval or difference columns)."""
     names = set(header)
-    return [h for h in header[3:] if not (h.endswith(CI_SUFFIXES) and h[:-3] in names)]
+    derived = {c + s for c in names for s in CI_SUFFIXES + DIFF_SUFFIXES}
+    return [h for h in header[3:] if h not in derived]
+
+
+def difference_columns(header: Sequence[str]) -> list[str]:
+    """The score columns (the average included) that have difference columns."""
+    return [c for c in score_columns(header) if c + "_diff" in header]
+
+
+def add_differences(header: list[str], rows: list[dict], diffs: dict[tuple[str, str], dict]) -> list[str]:
+    """Put the paired differences (:func:`gluerl.paired.paired_differences`, fractions) into the rows
+    as points, one decimal (p-values: four); returns the header with their columns after the existing
+    ones, or the header unchanged when there are none. Rows without a difference (the reference
+    itself, other models) leave them blank."""
+    if not diffs:
+        return header
+    cols = score_columns(header)
+    for r in rows:
+        d = diffs.get((r["method"], r["model"]), {})
+        for c in cols:
+            x = d.get(c)
+            r[c + "_diff"] = None if x is None else round(100 * x.diff, 1)
+            r[c + "_diff_lo"] = None if x is None or x.lo is None else round(100 * x.lo, 1)
+            r[c + "_diff_hi"] = None if x is None or x.hi is None else round(100 * x.hi, 1)
+            r[c + "_diff_p"] = None if x is None or x.p is None else round(x.p, 4)
+        r["_diff_seeds"] = max((x.seeds for x in d.values()), default=None)
+    return header + [c + s for c in cols for s in DIFF_SUFFIXES]
 
 
 def columns_for(tasks: Sequence[Task]) -> list[tuple[str, Task]]:
@@ -103,7 +138,20 @@ def to_metrics(header: list[str], rows: list[dict]) -> dict:
     return out
 
 
-def to_markdown(header: list[str], rows: list[dict], title: str) -> str:
+def difference_cell(r: dict, c: str) -> str:
+    """``+3.2 [1.1, 5.0] p=0.004`` (``–`` without a difference; no interval without resamples)."""
+    d, lo, hi, p = (r.get(c + s) for s in DIFF_SUFFIXES)
+    if d is None:
+        return "–"
+    text = f"{d:+.1f}"
+    if lo is not None and hi is not None:
+        text += f" [{lo:.1f}, {hi:.1f}]"
+    if p is not None:
+        text += " p<0.001" if p < 0.001 else f" p={p:.3f}"
+    return text
+
+
+def to_markdown(header: list[str], rows: list[dict], title: str, reference: str | None = None) -> str:
     def fmt(v):
         return "–" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
 
@@ -117,6 +165,19 @@ def to_markdown(header: list[str], rows: list[dict], title: str) -> str:
              "benchmark's tasks.", ""]
     lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(cell(r, h) for h in shown) + " |" for r in rows]
+    diff_cols = difference_columns(header)
+    diff_rows = [r for r in rows if any(r.get(c + "_diff") is not None for c in diff_cols)]
+    if diff_rows:
+        lines += ["", f"## Difference to {reference or 'the reference method'}", "",
+                  f"Points, method minus {reference or 'the reference'} on the same examples (paired by idx; "
+                  "within each seed both have, then the mean over those seeds, counted in `seeds`), with the "
+                  "paired bootstrap interval [low, high] (the same resampled examples for both methods, every "
+                  "metric recomputed per resample; evaluation.confidence_level) and the two-sided bootstrap "
+                  "p-value 2·min(P(d ≤ 0), P(d ≥ 0)) over the resamples (the sample counted as one more, so p is at "
+                  "least 2/(resamples + 1): 0.002 for 1000). The average's difference is the mean of the columns'.", ""]
+        lines += ["| " + " | ".join(["method", "model", "seeds", *diff_cols]) + " |", "|" + "---|" * (len(diff_cols) + 3)]
+        lines += [f"| {r['method']} | {r['model']} | {fmt(r.get('_diff_seeds'))} | "
+                  + " | ".join(difference_cell(r, c) for c in diff_cols) + " |" for r in diff_rows]
     cols = score_columns(header)[:-1]
     lines += ["", "Invalid (unparseable or ambiguous) answers, percent:", ""]
     lines += ["| method | model | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
@@ -124,7 +185,17 @@ def to_markdown(header: list[str], rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str) -> None:
+def excludes_zero(r: dict, c: str) -> bool:
+    """Whether the row's interval of the difference in column ``c`` lies wholly above or below 0."""
+    lo, hi = r.get(c + "_diff_lo"), r.get(c + "_diff_hi")
+    return lo is not None and hi is not None and (lo > 0 or hi < 0)
+
+
+def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str, reference: str | None = None
+              ) -> list[tuple[str, str, str]]:
+    """Grouped bars with the score intervals as error bars; a ``*`` above every bar whose interval of
+    the difference to ``reference`` excludes 0 (explained in the legend). Returns the starred bars as
+    (method, model, column)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,17 +205,32 @@ def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str)
     x = np.arange(len(cols))
     width = 0.8 / max(len(rows), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cols) + 2), 4.5))
+    marked = []
+    diffed = bool(difference_columns(header))
     for i, r in enumerate(rows):
         vals = [np.nan if r.get(c) is None else r[c] for c in cols]
         err = np.array([[v - r[c + "_lo"], r[c + "_hi"] - v] if r.get(c + "_lo") is not None else [np.nan, np.nan]
                         for c, v in zip(cols, vals)]).T
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width, label=f"{r['method']} ({r['model']})",
-               yerr=err, capsize=2, error_kw={"linewidth": 0.8})
+        pos = x + (i - (len(rows) - 1) / 2) * width
+        label = f"{r['method']} ({r['model']})" + (", reference" if r["method"] == reference and diffed else "")
+        ax.bar(pos, vals, width, label=label, yerr=err, capsize=2, error_kw={"linewidth": 0.8})
+        for xi, c, v in zip(pos, cols, vals):
+            if excludes_zero(r, c) and not np.isnan(v):
+                top = max(v, r.get(c + "_hi") if r.get(c + "_hi") is not None else v, 0)
+                ax.annotate("*", (xi, top), xytext=(0, 1), textcoords="offset points", ha="center", va="bottom")
+                marked.append((r["method"], r["model"], c))
+    handles, labels = ax.get_legend_handles_labels()
+    if marked:
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.06 * (high - low))  # room for the stars above the tallest bars
+        handles += ax.plot([], [], linestyle="none", marker="$*$", color="black")
+        labels.append(f"interval of the paired difference to {reference or 'the reference'} excludes 0")
     ax.set_xticks(x, cols, rotation=30, ha="right")
     ax.set_ylabel("score (%)")
     ax.set_title(title)
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    ax.legend(handles, labels, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return marked
