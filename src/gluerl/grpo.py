@@ -32,6 +32,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .budgets import check_token_budget
 from .errors import ConfigError
 from .parsing import CLOSE_TAG
 from .rewards import RewardRule, reward
@@ -177,6 +178,8 @@ def build_grpo_trainer(cfg: dict[str, Any], model_dir: str | Path, prompt_files:
     device = resolve_run_device()
     dtype = resolve_dtype(cfg["training"]["dtype"], device)
     tok = load_run_tokenizer(model_dir, trust_remote_code)
+    check_token_budget("grpo.max_completion_length", cfg["grpo"]["max_completion_length"],
+                       [get_task(t, cfg.get("task_files", [])) for t, _ in prompt_files], tok)
     records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg.get("task_files", []))
     dataset = grpo_dataset(records, tok, seed)
     args = grpo_args(cfg, output_dir, seed, device)
