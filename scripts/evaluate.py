@@ -19,6 +19,7 @@ import os
 import time
 
 from gluerl import cli
+from gluerl.budgets import check_token_budget
 from gluerl.evaluation import evaluate_split
 from gluerl.io import write_json, write_jsonl
 from gluerl.models import load_model, load_tokenizer
@@ -53,6 +54,7 @@ def main(argv=None):
 def evaluate(args, cfg, task, records, files, spec, ev, tracker):
     t0 = time.perf_counter()
     tok = load_tokenizer(args.model_dir, spec.get("trust_remote_code", False))
+    check_token_budget("evaluation.max_new_tokens", ev["max_new_tokens"], [task], tok)
     model = load_model(args.model_dir, args.adapter, ev["dtype"], ev["device"], spec.get("trust_remote_code", False))
     load_seconds = time.perf_counter() - t0
     columns, predictions = {}, []

@@ -20,6 +20,7 @@ import os
 import time
 
 from gluerl import cli
+from gluerl.budgets import check_token_budget
 from gluerl.errors import DataError
 from gluerl.evaluation import evaluate_split
 from gluerl.io import read_jsonl, write_json, write_jsonl
@@ -56,6 +57,7 @@ def main(argv=None):
         trust = spec.get("trust_remote_code", False)
         t0 = time.perf_counter()
         tok = load_tokenizer(args.model_dir, trust)
+        check_token_budget("evaluation.max_new_tokens", ev["max_new_tokens"], [source], tok)
         model = load_model(args.model_dir, args.adapter, ev["dtype"], ev["device"], trust)
         load_seconds = time.perf_counter() - t0
         unscored = dataclasses.replace(source, labelled=False)  # scored below, over the target's classes

@@ -19,6 +19,7 @@ import logging
 import os
 
 from gluerl import cli
+from gluerl.budgets import check_token_budget
 from gluerl.evaluation import evaluate_split
 from gluerl.io import write_jsonl
 from gluerl.models import load_model, load_tokenizer
@@ -48,6 +49,7 @@ def main(argv=None):
         spec = cfg["models"].get(args.model, {})
         trust = spec.get("trust_remote_code", False)
         tok = load_tokenizer(args.model_dir, trust)
+        check_token_budget("evaluation.max_new_tokens", cfg["evaluation"]["max_new_tokens"], [task], tok)
         model = load_model(args.model_dir, args.adapter, cfg["evaluation"]["dtype"], cfg["evaluation"]["device"], trust)
         unscored = dataclasses.replace(task, labelled=False)  # test labels are hidden: no metrics
         predictions = []

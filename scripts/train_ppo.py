@@ -49,15 +49,20 @@ def main(argv=None) -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        from gluerl.budgets import check_token_budget
         from gluerl.config import load_config
         from gluerl.models import load_tokenizer
         from gluerl.ppo import PPOTrainer
-        from gluerl.training import load_train_records, log_training_outputs, parse_task_files, tracked_run
+        from gluerl.tasks import get_task
+        from gluerl.training import load_train_records, log_training_outputs, mixing, parse_task_files, tracked_run
 
         cfg = load_config(args.config, args.config_json)
         files = parse_task_files(args.prompts)
         tokenizer = load_tokenizer(args.model_dir)
-        records = load_train_records(files, tokenizer, cfg["prompting"]["chat_template"], cfg["task_files"])
+        check_token_budget("ppo.min_new_tokens", cfg["ppo"]["min_new_tokens"],
+                           [get_task(t, cfg["task_files"]) for t, _ in files], tokenizer)
+        records = load_train_records(files, tokenizer, cfg["prompting"]["chat_template"], cfg["task_files"],
+                                     seed=args.seed, **mixing(cfg))
         method = "sft_ppo" if args.init_adapter else "ppo"
         with tracked_run(cfg, method, args, ("ppo", "lora", "training", "prompting"),
                          init_adapter=args.init_adapter or "") as tracker:

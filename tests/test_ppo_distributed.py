@@ -26,7 +26,7 @@ from gluerl.tasks import get_task
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_ppo.py"
 PPO = {"batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 2, "gradient_accumulation_steps": 2, "save_every": 1,
-       "min_new_tokens": 4, "max_new_tokens": 8, "learning_rate": 1e-3}
+       "min_new_tokens": 6, "max_new_tokens": 8, "learning_rate": 1e-3}
 
 
 def _env():

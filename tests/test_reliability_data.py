@@ -232,7 +232,7 @@ def test_evaluation_reports_the_cut_in_its_json(tiny_model, tmp_path, capsys, ca
     rows = generate_rows("rte", 4)
     rows[1]["sentence1"] = " ".join(["The film was good."] * 30)  # one long prompt
     prompts = write_jsonl(tmp_path / "validation.jsonl", format_split(rows, get_task("rte")))
-    cfg = {"evaluation": {"batch_size": 2, "max_new_tokens": 3, "max_prompt_tokens": 120,
+    cfg = {"evaluation": {"batch_size": 2, "max_new_tokens": 6, "max_prompt_tokens": 120,
                           "context_overflow": policy, "device": "cpu"}, "mlflow": {"enabled": False}}
     out = tmp_path / "rte.json"
     code, err = run_script("evaluate", ["--config-json", json.dumps(cfg), "--task", "rte", "--method", "zeroshot",

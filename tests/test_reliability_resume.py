@@ -25,8 +25,8 @@ CONFIG = {
     "methods": ["sft", "ppo"],
     "sft": {"max_steps": 6, "save_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1,
             "learning_rate": 1e-2, "warmup_ratio": 0.2},
-    "ppo": {"steps": 6, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 2, "min_new_tokens": 3,
-            "max_new_tokens": 5, "save_every": 2, "learning_rate": 1e-3},
+    "ppo": {"steps": 6, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 2, "min_new_tokens": 6,
+            "max_new_tokens": 7, "save_every": 2, "learning_rate": 1e-3},
 }
 
 

@@ -175,8 +175,8 @@ def test_no_credential_in_logs_outputs_or_mlflow(tmp_path, mlflow_server):
            "MLFLOW_TRACKING_URI": f"http://ci-user:{secrets['uri']}@{host}"}
     work = make_project(tmp_path, {
         "methods": ["zeroshot", "ppo"], "mlflow": {"enabled": True, "experiment": experiment},
-        "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "min_new_tokens": 3,
-                "max_new_tokens": 4, "save_every": 1}})
+        "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "min_new_tokens": 6,
+                "max_new_tokens": 6, "save_every": 1}})
     proc = run_smk(work, "results/tables/glue.csv", env=env)
     assert (work / "results/tables/glue.csv").is_file()
 

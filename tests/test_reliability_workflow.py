@@ -27,8 +27,8 @@ DETERMINISM = {
     "methods": ["fewshot", "ppo"],
     # sampled answers: the seed drives evaluation too (greedy answers of a tiny model hardly depend on the prompt)
     "evaluation": {"batch_size": 4, "max_new_tokens": 6, "do_sample": True},
-    "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "min_new_tokens": 3,
-            "max_new_tokens": 5, "save_every": 1},
+    "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "min_new_tokens": 6,
+            "max_new_tokens": 7, "save_every": 1},
 }
 
 
@@ -68,7 +68,7 @@ def test_same_seed_same_bytes_other_seed_other_results(tmp_path):
 INTERRUPT = {
     "tasks": ["rte", "stsb"],
     "methods": ["zeroshot", "fewshot"],
-    "evaluation": {"batch_size": 1, "max_new_tokens": 4},
+    "evaluation": {"batch_size": 1, "max_new_tokens": 6},
 }
 
 

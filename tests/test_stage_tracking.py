@@ -37,8 +37,8 @@ def test_training_and_evaluation_stages_are_mlflow_runs(store, tiny_model, tmp_p
     train = write_jsonl(tmp_path / "train.jsonl", format_split(generate_rows("rte", 16), rte))
     val = write_jsonl(tmp_path / "val.jsonl", format_split(generate_rows("rte", 6, seed=1), rte))
     exp = f"stages-{store}"
-    ppo = {"steps": 3, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "min_new_tokens": 3,
-           "max_new_tokens": 4, "save_every": 10}
+    ppo = {"steps": 3, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "min_new_tokens": 6,
+           "max_new_tokens": 6, "save_every": 10}
     run_stage("train_ppo.py", ["--model-dir", tiny_model, "--prompts", f"rte={train}", "--output-dir",
                                tmp_path / "ppo", "--seed", 2], tmp_path, env,
               {"mlflow": {"experiment": exp}, "ppo": ppo})
@@ -46,7 +46,7 @@ def test_training_and_evaluation_stages_are_mlflow_runs(store, tiny_model, tmp_p
                               tiny_model, "--adapter", tmp_path / "ppo", "--prompts", f"validation={val}",
                               "--output", tmp_path / "eval" / "rte.json",
                               "--predictions", tmp_path / "eval" / "rte.predictions.jsonl"], tmp_path, env,
-              {"mlflow": {"experiment": exp}, "evaluation": {"batch_size": 3, "max_new_tokens": 4}})
+              {"mlflow": {"experiment": exp}, "evaluation": {"batch_size": 3, "max_new_tokens": 6}})
 
     from mlflow.tracking import MlflowClient
 

@@ -61,7 +61,7 @@ def test_superglue_dag_to_superglue_csv(tmp_path):
     cfg = {"tasks": ["cb", "multirc", "record"], "methods": ["zeroshot", "fewshot"], "seeds": [1],
            "models": {"tiny": {"path": str(tmp_path / "tiny-src")}},
            "data": {"source": "local", "local_dir": str(data), "max_samples": {"train": 6, "eval": 5}},
-           "prompting": {"num_shots": 2}, "evaluation": {"batch_size": 8, "max_new_tokens": 4, "bootstrap_resamples": 200},
+           "prompting": {"num_shots": 2}, "evaluation": {"batch_size": 8, "max_new_tokens": 8, "bootstrap_resamples": 200},
            "mlflow": {"enabled": False}}
     (work / "config" / "sg.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(work, "--configfile", "config/sg.yaml", "--replace-workflow-config")

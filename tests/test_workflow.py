@@ -51,10 +51,11 @@ def tiny_config(root: Path, **over) -> dict:
         "evaluation": {"batch_size": 4, "max_new_tokens": 6},
         "training": {"mode": "multi"},
         "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
-        "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "min_new_tokens": 3,
-                "max_new_tokens": 4, "save_every": 1},
+        # budgets hold the longest answer (not_entailment</Judgement>: 6 tiny-tokenizer tokens)
+        "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "min_new_tokens": 6,
+                "max_new_tokens": 6, "save_every": 1},
         "grpo": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2,
-                 "max_completion_length": 4, "logging_steps": 1},
+                 "max_completion_length": 6, "logging_steps": 1},
         "mlflow": {"enabled": False},
     }
     cfg.update(over)

@@ -32,13 +32,14 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .budgets import check_token_budget
 from .errors import ConfigError
 from .parsing import CLOSE_TAG
 from .rewards import RewardRule, reward
 from .sft import (METRICS_FILE, common_args, load_base_model, load_run_tokenizer, make_metrics_callback,
                   mix_records, resolve_run_device, run_training, strip_template_bos)
 from .tasks import get_task
-from .training import load_train_records, lora_config, set_seed
+from .training import load_train_records, lora_config, mixing, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,10 @@ def build_grpo_trainer(cfg: dict[str, Any], model_dir: str | Path, prompt_files:
     device = resolve_run_device()
     dtype = resolve_dtype(cfg["training"]["dtype"], device)
     tok = load_run_tokenizer(model_dir, trust_remote_code)
-    records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg.get("task_files", []))
+    check_token_budget("grpo.max_completion_length", cfg["grpo"]["max_completion_length"],
+                       [get_task(t, cfg.get("task_files", [])) for t, _ in prompt_files], tok)
+    records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg.get("task_files", []),
+                                 seed=seed, **mixing(cfg))
     dataset = grpo_dataset(records, tok, seed)
     args = grpo_args(cfg, output_dir, seed, device)
     model = load_base_model(model_dir, dtype, trust_remote_code)

@@ -189,26 +189,47 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
 
 
 def load_model(path: str | Path, adapter: str | Path | None = None, dtype: str = "auto", device: str = "auto",
-               trust_remote_code: bool = False, merge: bool = True):
-    """The prepared base model, with a LoRA adapter applied (and merged, for inference) if given."""
+               trust_remote_code: bool = False, merge: bool | None = None):
+    """The prepared base model, with a LoRA adapter applied if given.
+
+    ``merge`` (None: where it is exact) says whether the adapter is merged into the weights. In
+    fp32 it is, as before. In bf16 or fp16 it is not by default: a LoRA change smaller than half a
+    step of the half-precision weight it is added to rounds away in a merge, whether the merge runs
+    in half precision or in fp32 before the cast (for a base stored in bf16, as most hub checkpoints
+    are, both give the base weights back exactly), so the evaluated model would be the base model.
+    Unmerged, the adapter keeps its weights in fp32 (PEFT's ``autocast_adapter_dtype``) and adds its
+    change to each layer's output, where it adds up over the layer's inputs; the returned model is
+    then a ``PeftModel`` (``gluerl.generation`` reads through it). ``merge=True`` merges anyway, in
+    fp32, and casts the merged weights to ``dtype`` (faster, with that loss); ``False`` never merges.
+    """
+    import torch
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ConfigError(f"model folder {path} has no config.json; run the prepare_model step first")
     device = resolve_device(device)
+    target = resolve_dtype(dtype, device)
+    if adapter is not None:
+        adapter = Path(adapter)
+        if not (adapter / "adapter_config.json").is_file():
+            raise ConfigError(f"adapter folder {adapter} has no adapter_config.json")
+        if merge is None:
+            merge = target == torch.float32
+    # a merge runs in fp32 whatever the target dtype; the merged weights are cast afterwards
+    load_dtype = torch.float32 if adapter is not None and merge else target
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code, use_safetensors=True
+        str(path), dtype=load_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
     )
     if adapter is not None:
         from peft import PeftModel
 
-        adapter = Path(adapter)
-        if not (adapter / "adapter_config.json").is_file():
-            raise ConfigError(f"adapter folder {adapter} has no adapter_config.json")
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = PeftModel.from_pretrained(model, str(adapter), autocast_adapter_dtype=True)
         if merge:
-            model = model.merge_and_unload()
+            model = model.merge_and_unload().to(target)
+        else:
+            log.info("adapter %s kept unmerged (a merge into %s weights would round small changes away)",
+                     adapter, str(target).removeprefix("torch."))
     model.to(device)
     model.eval()
     return model

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError, TrainingError
 from .io import write_json
-from .training import load_train_records, lora_config, set_seed
+from .training import load_train_records, lora_config, mixing, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,8 @@ def build_sft_trainer(cfg: dict[str, Any], model_dir: str | Path, prompt_files: 
     device = resolve_run_device()
     dtype = resolve_dtype(cfg["training"]["dtype"], device)
     tok = load_run_tokenizer(model_dir, trust_remote_code)
-    records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg.get("task_files", []))
+    records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg.get("task_files", []),
+                                 seed=seed, **mixing(cfg))
     dataset = sft_dataset(records, tok, seed)
     args = sft_args(cfg, output_dir, seed, device)
     model = load_base_model(model_dir, dtype, trust_remote_code)

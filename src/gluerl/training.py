@@ -4,10 +4,23 @@ A training run reads one or more zero-shot prompt files (``data/prompts/0shot/{t
 several in multi-task mode), renders each prompt with the model's tokenizer, and yields records
 ``{"task", "idx", "prompt", "answer", "label"}``: ``prompt`` ends with ``<Judgement>`` and
 ``answer`` is the gold continuation ``word</Judgement>``.
+
+Several tasks (``training.mode: multi``) are mixed by ``training.task_mixing`` (:func:`mix_tasks`):
+``proportional`` keeps every task's rows as they are, so a task's share is its size (MNLI and QQP
+would drown the rest of GLUE); ``uniform`` gives every task the same share; ``temperature`` gives
+task t the share n_t^(1/T) / sum_s n_s^(1/T) with ``T = training.mixing_temperature`` (T = 1 is
+proportional, T -> infinity uniform). The total stays the sum of the task sizes; a task is
+down-sampled without replacement or up-sampled by whole repeats plus a sample of the rest, drawn
+with the run's seed. The paper's code trains PPO on one task at a time and mixes tasks only for
+multi-task SFT, repeating every task with fewer than 30,000 rows up to at least that many and
+keeping the larger ones whole (close to ``temperature`` for the small tasks, ``proportional`` for
+the large ones); the default here is ``proportional``, what this package did before the option.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -15,6 +28,10 @@ from typing import Any, Iterable, Sequence
 from .errors import ConfigError, DataError
 from .prompts import read_prompt_file, render_prompt
 from .tasks import get_task
+
+log = logging.getLogger(__name__)
+
+TASK_MIXING = ("proportional", "uniform", "temperature")
 
 
 def lora_config(lora: dict[str, Any], task_type: str = "CAUSAL_LM"):
@@ -43,9 +60,71 @@ def parse_task_files(specs: Sequence[str]) -> list[tuple[str, Path]]:
     return out
 
 
+def task_shares(sizes: dict[str, int], strategy: str = "proportional", temperature: float = 1.0) -> dict[str, float]:
+    """Each task's share of the mixed records: size, 1 or size^(1/T), normalised."""
+    if strategy not in TASK_MIXING:
+        raise ConfigError(f"training.task_mixing: {strategy!r} is not one of {', '.join(TASK_MIXING)}")
+    if strategy == "temperature" and not float(temperature) > 0:
+        raise ConfigError(f"training.mixing_temperature must be > 0, got {temperature!r}")
+    exponent = {"proportional": 1.0, "uniform": 0.0, "temperature": 1.0 / float(temperature)}[strategy]
+    weights = {t: float(n) ** exponent for t, n in sizes.items()}
+    total = sum(weights.values())
+    return {t: w / total for t, w in weights.items()} if total else {}
+
+
+def task_counts(sizes: dict[str, int], strategy: str = "proportional", temperature: float = 1.0) -> dict[str, int]:
+    """Rows per task after mixing: the shares of the total (the sum of sizes), rounded by largest
+    remainder so they add up to it; every task keeps at least one row."""
+    total = sum(sizes.values())
+    quotas = {t: total * p for t, p in task_shares(sizes, strategy, temperature).items()}
+    counts = {t: math.floor(q) for t, q in quotas.items()}
+    order = sorted(quotas, key=lambda t: (-(quotas[t] - counts[t]), list(quotas).index(t)))
+    for t in order[: total - sum(counts.values())]:
+        counts[t] += 1
+    for t in counts:
+        if counts[t] == 0:
+            counts[max(counts, key=counts.get)] -= 1
+            counts[t] = 1
+    return counts
+
+
+def mix_tasks(records: Sequence[dict[str, Any]], strategy: str = "proportional", temperature: float = 1.0,
+              seed: int = 0) -> list[dict[str, Any]]:
+    """``records`` of several tasks re-balanced by ``strategy`` (see the module docstring).
+
+    Each task's rows are down-sampled without replacement or repeated whole and topped up with a
+    sample without replacement, drawn with ``seed`` and the task's name; rows keep their file order
+    within a task and tasks their first-appearance order (training shuffles afterwards). With one
+    task, or ``proportional``, the records come back unchanged.
+    """
+    if strategy == "proportional":
+        task_shares({}, strategy)  # the strategy name is still checked
+        return list(records)
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_task.setdefault(r["task"], []).append(r)
+    sizes = {t: len(rows) for t, rows in by_task.items()}
+    counts = task_counts(sizes, strategy, temperature)
+    if counts == sizes:
+        return list(records)
+    out = []
+    for task, rows in by_task.items():
+        want, n = counts[task], len(rows)
+        rng = random.Random(f"{seed}-{task}")
+        repeats, extra = divmod(want, n)
+        out += rows * repeats + [rows[i] for i in sorted(rng.sample(range(n), extra))]
+    log.info("tasks mixed %s: %s", strategy if strategy != "temperature" else f"with temperature {temperature}",
+             ", ".join(f"{t} {sizes[t]} -> {counts[t]}" for t in sizes))
+    return out
+
+
 def load_train_records(files: Iterable[tuple[str, str | Path]], tokenizer=None, chat_template: str = "auto",
-                       task_files: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Training records from prompt files, rendered for ``tokenizer``; unlabelled rows are refused."""
+                       task_files: Sequence[str] = (), task_mixing: str = "proportional",
+                       mixing_temperature: float = 1.0, seed: int = 0) -> list[dict[str, Any]]:
+    """Training records from prompt files, rendered for ``tokenizer``; unlabelled rows are refused.
+
+    Several tasks are mixed by ``task_mixing`` and ``mixing_temperature`` with ``seed`` (:func:`mix_tasks`).
+    """
     records = []
     for task_name, path in files:
         task = get_task(task_name, task_files)
@@ -64,7 +143,14 @@ def load_train_records(files: Iterable[tuple[str, str | Path]], tokenizer=None, 
                 "answer": row["answer"],
                 "label": row["label"],
             })
-    return records
+    return mix_tasks(records, task_mixing, mixing_temperature, seed)
+
+
+def mixing(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``load_train_records``'s mixing arguments from the config's ``training`` section."""
+    training = cfg.get("training", {})
+    return {"task_mixing": training.get("task_mixing", "proportional"),
+            "mixing_temperature": training.get("mixing_temperature", 2.0)}
 
 
 def set_seed(seed: int) -> None:
