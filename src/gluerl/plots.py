@@ -81,3 +81,39 @@ def _figure(curves: dict, png: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
+
+
+DIAGNOSTIC_KEYS = ("reward_mean", "accuracy", "kl", "invalid_rate", "entropy", "explained_variance")
+
+
+def diagnostics_figure(runs: dict[str, Sequence[dict]], png: str | Path,
+                       keys: Sequence[str] = DIAGNOSTIC_KEYS) -> Path:
+    """One panel per metric (reward, accuracy, KL, ...) over PPO steps, one line per run.
+
+    ``runs``: label -> the rows of a run's ``metrics.jsonl``. Metrics a run does not log are left out
+    of its panel; a panel no run has is dropped. Refuses an empty ``runs`` (no empty picture).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        raise DataError("no runs to draw")
+    keys = [k for k in keys if any(r.get(k) is not None for rows in runs.values() for r in rows)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for label, rows in runs.items():
+            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and "step" in r]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=label)
+        ax.set_xlabel("PPO step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
