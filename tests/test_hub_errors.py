@@ -162,8 +162,11 @@ def test_snakemake_shows_the_one_line(tmp_path):
 
     work = copy_workflow(tmp_path / "work")
     env = hub_env(tmp_path, offline=False)
+    overlay = tmp_path / "hub.yaml"  # the demo reads the embedded sample; a user's experiment the hub
+    overlay.write_text("data: {source: hub}\n")
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "data/raw/sst2/validation.jsonl"],
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/config.yaml",
+                           str(overlay), "--", "data/raw/sst2/validation.jsonl"],
                           cwd=work, env=env, capture_output=True, text=True, timeout=300)
     took = time.monotonic() - t0
     out = proc.stdout + proc.stderr
