@@ -20,17 +20,10 @@ from gluerl.models import load_tokenizer
 from gluerl.prompts import format_split
 from gluerl.tasks import get_task
 from gluerl.training import load_train_records
+from training_helpers import one_thread  # noqa: F401  (autouse: these tests run on one thread)
 
 PPO = {"steps": 1, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "min_new_tokens": 6,
        "max_new_tokens": 6, "save_every": 1000, "adaptive_kl": False}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
