@@ -6,6 +6,7 @@ import uuid
 
 from gluerl.config import check_names, validate as validate_config
 from gluerl.prompts import template_name
+from gluerl.scopes import MLFLOW_ENV, scoped_json
 from gluerl.tables import columns_for
 from gluerl.tasks import registry
 
@@ -33,15 +34,20 @@ wildcard_constraints:
     benchmark=r"[a-z0-9_]+",
 
 
-# ---- config passed as params: exactly the sections each job reads (a change reruns it) ----
-def config_json(*sections):
-    return json.dumps({s: config[s] for s in ("task_files", "mlflow", *sections)}, sort_keys=True)
+# ---- config passed as params: exactly what each job's script reads (gluerl.scopes.READS) ----
+# A change reruns the jobs that read it and no others. MLflow settings change no output: the jobs
+# get them in the environment (set again in every job process, on SLURM too), not as params.
+os.environ[MLFLOW_ENV] = json.dumps(config["mlflow"], sort_keys=True)
 
 
-def model_json(wildcards):
-    return json.dumps({"task_files": config["task_files"], "mlflow": config["mlflow"],
-                       "models": {wildcards.model: config["models"][wildcards.model]},
-                       "evaluation": config["evaluation"], "prompting": config["prompting"]}, sort_keys=True)
+def stage_config(rule):
+    """A params function: the config the rule's script reads, as the JSON its --config-json takes."""
+
+    def config_for(wildcards):
+        return scoped_json(config, rule, **dict(wildcards.items()))
+
+    config_for.__name__ = f"{rule}_config"
+    return config_for
 
 
 # ---- data ----
@@ -238,18 +244,6 @@ wildcard_constraints:
 
 def transfer_entry(name):
     return next(e for e in config["transfer"] if e["name"] == name)
-
-
-def transfer_json(wildcards):
-    """The config sections a transfer download reads: only its own target's entry."""
-    return json.dumps({"task_files": config["task_files"], "mlflow": config["mlflow"], "data": config["data"],
-                       "transfer": [transfer_entry(wildcards.target)]}, sort_keys=True)
-
-
-def transfer_model_json(wildcards):
-    cfg = json.loads(model_json(wildcards))
-    cfg["transfer"] = [transfer_entry(wildcards.target)]
-    return json.dumps(cfg, sort_keys=True)
 
 
 def transfer_source(wildcards):

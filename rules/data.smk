@@ -4,7 +4,7 @@ rule download_dataset:
     log:
         "logs/download_dataset/{task}/{split}.log",
     params:
-        cfg=config_json("data"),
+        cfg=stage_config("download_dataset"),
     threads: 1
     resources:
         mem_mb=4000,

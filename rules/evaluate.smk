@@ -9,7 +9,7 @@ rule evaluate_model:
     benchmark:
         "results/benchmarks/evaluate_model/{method}/{model}/seed{seed}/{task}.tsv"
     params:
-        cfg=model_json,
+        cfg=stage_config("evaluate_model"),
         flags=eval_flags,
         gpus=gpu_slots,
     threads: 2

@@ -6,7 +6,7 @@ rule prepare_model:
     benchmark:
         "results/benchmarks/prepare_model/{model}.tsv"
     params:
-        cfg=model_json,
+        cfg=stage_config("prepare_model"),
     threads: 2
     resources:
         mem_mb=16000,

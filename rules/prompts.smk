@@ -6,7 +6,7 @@ rule format_prompts:
     log:
         "logs/format_prompts/{template}/{task}/{split}.log",
     params:
-        cfg=config_json("prompting"),
+        cfg=stage_config("format_prompts"),
         train=train_flag,
     threads: 1
     resources:

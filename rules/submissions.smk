@@ -11,7 +11,7 @@ rule predict_test:
     benchmark:
         "results/benchmarks/predict_test/{method}/{model}/seed{seed}/{task}.tsv"
     params:
-        cfg=model_json,
+        cfg=stage_config("predict_test"),
         flags=eval_flags,
         gpus=gpu_slots,
     threads: 2
@@ -35,7 +35,7 @@ rule make_submission:
     log:
         "logs/make_submission/{method}/{model}/seed{seed}/{benchmark}.log",
     params:
-        cfg=config_json("data"),
+        cfg=stage_config("make_submission"),
         flags=submission_flags,
     threads: 1
     resources:

@@ -10,7 +10,7 @@ rule assemble_table:
     log:
         "logs/assemble_table/{benchmark}.log",
     params:
-        cfg=config_json("tasks", "evaluation", "tables"),
+        cfg=stage_config("assemble_table"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -12,7 +12,7 @@ rule train_sft:
     benchmark:
         "results/benchmarks/train_sft/{model}/{train_set}/seed{seed}.tsv"
     params:
-        cfg=config_json("sft", "lora", "training", "prompting"),
+        cfg=stage_config("train_sft"),
         prompts=prompts_flags,
         launch=launcher,
     threads: 2
@@ -38,7 +38,7 @@ rule train_ppo:
     benchmark:
         "results/benchmarks/train_ppo/{model}/{train_set}/seed{seed}.tsv"
     params:
-        cfg=config_json("ppo", "lora", "training", "prompting"),
+        cfg=stage_config("train_ppo"),
         prompts=prompts_flags,
         launch=launcher,
     threads: 2
@@ -65,7 +65,7 @@ rule train_sft_ppo:
     benchmark:
         "results/benchmarks/train_sft_ppo/{model}/{train_set}/seed{seed}.tsv"
     params:
-        cfg=config_json("ppo", "lora", "training", "prompting"),
+        cfg=stage_config("train_sft_ppo"),
         prompts=prompts_flags,
         launch=launcher,
     threads: 2
@@ -92,7 +92,7 @@ rule train_grpo:
     benchmark:
         "results/benchmarks/train_grpo/{model}/{train_set}/seed{seed}.tsv"
     params:
-        cfg=config_json("grpo", "ppo", "lora", "training", "prompting"),
+        cfg=stage_config("train_grpo"),
         prompts=prompts_flags,
         launch=launcher,
     threads: 2

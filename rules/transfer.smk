@@ -7,7 +7,7 @@ rule download_transfer:
     log:
         "logs/download_transfer/{target}.log",
     params:
-        cfg=transfer_json,
+        cfg=stage_config("download_transfer"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -26,7 +26,7 @@ rule format_transfer_prompts:
     log:
         "logs/format_transfer_prompts/{template}/{target}.log",
     params:
-        cfg=config_json("prompting"),
+        cfg=stage_config("format_transfer_prompts"),
         source=transfer_source,
         train=train_flag,
     threads: 1
@@ -50,7 +50,7 @@ rule evaluate_transfer:
     benchmark:
         "results/benchmarks/evaluate_transfer/{method}/{model}/seed{seed}/{target}.tsv"
     params:
-        cfg=transfer_model_json,
+        cfg=stage_config("evaluate_transfer"),
         adapter=transfer_adapter_flag,
         gpus=gpu_slots,
     threads: 2
@@ -81,7 +81,7 @@ rule assemble_transfer_table:
     log:
         "logs/assemble_transfer_table/transfer.log",
     params:
-        cfg=config_json("transfer"),
+        cfg=stage_config("assemble_transfer_table"),
     threads: 1
     resources:
         mem_mb=2000,

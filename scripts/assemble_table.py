@@ -34,7 +34,7 @@ def main(argv=None):
     p.add_argument("results", nargs="+",
                    help="evaluation result JSON files and their .predictions.jsonl files")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "assemble_table")
     tasks = [get_task(t, cfg["task_files"]) for t in cfg["tasks"]]
     tasks = [t for t in tasks if t.benchmark == args.benchmark]
     with start_run(cfg["mlflow"], f"table-{args.benchmark}", "tables",

@@ -23,7 +23,7 @@ def main(argv=None):
     cli.add_table_outputs(p)
     p.add_argument("results", nargs="+", help="transfer result JSON files (scripts/evaluate_transfer.py)")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "assemble_transfer_table")
     tasks = registry(cfg["task_files"])
     targets = parse_targets(cfg, tasks, check_files=False)
     columns = [target_task(t, tasks[t.source_task]) for t in targets]

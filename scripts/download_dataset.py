@@ -20,7 +20,7 @@ def main(argv=None):
     p.add_argument("--split", required=True, help="split name (train, validation, ...)")
     p.add_argument("--output", required=True, help="JSONL file to write")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "download_dataset")
     task = get_task(args.task, cfg["task_files"])
     write_jsonl(args.output, load_split(task, args.split, cfg["data"]))
 

@@ -22,7 +22,7 @@ def main(argv=None):
     p.add_argument("--target", required=True, help="name of an entry of the config's transfer list")
     p.add_argument("--output", required=True, help="JSONL file to write")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "download_transfer", target=args.target)
     tasks = registry(cfg["task_files"])
     target = find_target(cfg, tasks, args.target)
     write_jsonl(args.output, load_target(target, tasks[target.source_task], cfg["data"]))

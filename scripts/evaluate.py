@@ -38,7 +38,7 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="result JSON")
     p.add_argument("--predictions", required=True, help="per-example predictions JSONL")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "evaluate_model", model=args.model)
     task = get_task(args.task, cfg["task_files"])
     files, records = read_split_prompts(args.prompts, task.eval_splits, task.name, "evaluation splits")
     spec = cfg["models"].get(args.model, {})

@@ -40,7 +40,7 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="result JSON")
     p.add_argument("--predictions", required=True, help="per-example predictions JSONL")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "evaluate_transfer", model=args.model, target=args.target)
     tasks = registry(cfg["task_files"])
     target = find_target(cfg, tasks, args.target)
     source = tasks[target.source_task]

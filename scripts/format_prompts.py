@@ -28,7 +28,7 @@ def main(argv=None):
     p.add_argument("--train", help="raw train JSONL (k-shot demonstrations)")
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "format_prompts", template=args.template)
     task = get_task(args.task, cfg["task_files"])
     shots, seed = parse_template(args.template)
     demos = []

@@ -47,7 +47,7 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="zip archive to write")
     p.add_argument("--manifest", required=True, help="JSON report: rows, fallbacks, missing files")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "make_submission")
     preds_files, train_files = pairs(args.predictions, "--predictions"), pairs(args.train, "--train")
     missing_train = set(preds_files) - set(train_files)
     if missing_train:

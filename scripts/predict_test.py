@@ -38,7 +38,7 @@ def main(argv=None):
                    help="prompt file of each test split (repeat)")
     p.add_argument("--output", required=True, help="predictions JSONL (every split of the task)")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
+    cfg = cli.load(args, "predict_test", model=args.model)
     task = get_task(args.task, cfg["task_files"])
     files, records = read_split_prompts(args.prompts, task.test_splits, task.name, "submission test splits")
     params = {**flatten(cfg["evaluation"], "evaluation"), "model": args.model, "task": task.name,

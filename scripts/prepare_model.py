@@ -10,7 +10,6 @@ file inside an installed package (the embedded default, SmolLM2-135M-Instruct fr
 from __future__ import annotations
 
 from gluerl import cli
-from gluerl.errors import ConfigError
 from gluerl.models import prepare_model
 
 
@@ -19,9 +18,7 @@ def main(argv=None):
     p.add_argument("--model", required=True, help="model name (a key of the config's models)")
     p.add_argument("--output", required=True, help="folder to write")
     args = p.parse_args(argv)
-    cfg = cli.load(args)
-    if args.model not in cfg["models"]:
-        raise ConfigError(f"models: no model named {args.model!r}; configured: {sorted(cfg['models'])}")
+    cfg = cli.load(args, "prepare_model", model=args.model)
     prepare_model(args.model, cfg["models"][args.model], args.output)
 
 

@@ -53,10 +53,11 @@ def main(argv=None) -> int:
         from gluerl.config import load_config
         from gluerl.models import load_tokenizer
         from gluerl.ppo import PPOTrainer
+        from gluerl.scopes import restrict
         from gluerl.tasks import get_task
         from gluerl.training import load_train_records, log_training_outputs, mixing, parse_task_files, tracked_run
 
-        cfg = load_config(args.config, args.config_json)
+        cfg = restrict(load_config(args.config, args.config_json), "train_ppo")
         files = parse_task_files(args.prompts)
         tokenizer = load_tokenizer(args.model_dir)
         check_token_budget("ppo.min_new_tokens", cfg["ppo"]["min_new_tokens"],

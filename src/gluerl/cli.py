@@ -19,10 +19,14 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def load(args):
+def load(args, stage: str, **wildcards):
+    """The config a stage script works with: ``--config`` and ``--config-json`` merged, defaults filled,
+    then cut to what ``stage`` declares it reads (``gluerl.scopes.READS``; ``wildcards`` fill
+    ``models.{model}`` and ``transfer.{target}``) plus the MLflow settings."""
     from .config import load_config
+    from .scopes import restrict
 
-    return load_config(args.config, args.config_json, check=False)
+    return restrict(load_config(args.config, args.config_json, check=False), stage, **wildcards)
 
 
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:

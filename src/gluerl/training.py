@@ -209,10 +209,11 @@ def run_trainer_script(args, method: str, sections: Sequence[str], train, descri
 
     from .config import load_config
     from .errors import GlueRLError
+    from .scopes import restrict
     from .tracking import MlflowTrainerCallback
 
     try:
-        cfg = load_config(args.config, args.config_json, check=False)
+        cfg = restrict(load_config(args.config, args.config_json, check=False), f"train_{method}")
         with tracked_run(cfg, method, args, sections, **extra) as tracker:
             summary = train(cfg, [MlflowTrainerCallback(tracker)])
             log_training_outputs(tracker, args.output_dir, summary)
