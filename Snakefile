@@ -6,9 +6,7 @@
 # in scripts/, helpers and target lists in rules/common.smk, the experiment in config/.
 import os
 
-from snakemake.utils import min_version, validate
-
-from gluerl.config import SCHEMA_PATH
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -18,9 +16,7 @@ min_version("9.0")
 configfile: os.environ.get("GLUERL_CONFIG", "config/config.yaml")
 
 
-validate(config, SCHEMA_PATH)
-
-
+# first: validates the config against gluerl's schema (one line a problem) and fills its defaults
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/prompts.smk"

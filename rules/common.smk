@@ -10,8 +10,8 @@ from gluerl.scopes import MLFLOW_ENV, scoped_json
 from gluerl.tables import columns_for
 from gluerl.tasks import registry
 
-# Defaults that Snakemake's validate leaves out (nested sections), then the checks a schema
-# cannot express (task and model names), both before any job is planned.
+# The schema (defaults filled; one line a problem, with a did-you-mean for a mistyped key), then
+# the checks a schema cannot express (task names, model folders), both before any job is planned.
 validate_config(config, "config")
 check_names(config, "config")
 

@@ -11,5 +11,5 @@ rule download_dataset:
     conda:
         "../envs/core.yaml"
     shell:
-        "python scripts/download_dataset.py --config-json {params.cfg:q} "
+        "python -m gluerl.job -- python scripts/download_dataset.py --config-json {params.cfg:q} "
         "--task {wildcards.task} --split {wildcards.split} --output {output} > {log} 2>&1"

@@ -13,5 +13,5 @@ rule prepare_model:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python scripts/prepare_model.py --config-json {params.cfg:q} --model {wildcards.model} "
+        "python -m gluerl.job -- python scripts/prepare_model.py --config-json {params.cfg:q} --model {wildcards.model} "
         "--output {output} > {log} 2>&1"

@@ -12,4 +12,4 @@ rule plot_training:
     conda:
         "../envs/core.yaml"
     shell:
-        "python scripts/plot_training.py --out-dir {output.curves} --png {output.png} {input} > {log} 2>&1"
+        "python -m gluerl.job -- python scripts/plot_training.py --out-dir {output.curves} --png {output.png} {input} > {log} 2>&1"

@@ -14,5 +14,5 @@ rule format_prompts:
     conda:
         "../envs/core.yaml"
     shell:
-        "python scripts/format_prompts.py --config-json {params.cfg:q} --task {wildcards.task} "
+        "python -m gluerl.job -- python scripts/format_prompts.py --config-json {params.cfg:q} --task {wildcards.task} "
         "--template {wildcards.template} --input {input.split} {params.train} --output {output} > {log} 2>&1"

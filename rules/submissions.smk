@@ -21,7 +21,7 @@ rule predict_test:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE=predict_test {params.gpus} python scripts/predict_test.py --config-json {params.cfg:q} "
+        "GLUERL_RULE=predict_test python -m gluerl.job --keep {output} --inputs {input} -- {params.gpus} python scripts/predict_test.py --config-json {params.cfg:q} "
         "--task {wildcards.task} --method {wildcards.method} --model {wildcards.model} --seed {wildcards.seed} "
         "--model-dir {input.model} {params.flags} --output {output} > {log} 2>&1"
 
@@ -43,5 +43,5 @@ rule make_submission:
     conda:
         "../envs/core.yaml"
     shell:
-        "python scripts/make_submission.py --config-json {params.cfg:q} --benchmark {wildcards.benchmark} "
+        "python -m gluerl.job -- python scripts/make_submission.py --config-json {params.cfg:q} --benchmark {wildcards.benchmark} "
         "{params.flags} --output {output.archive} --manifest {output.manifest} > {log} 2>&1"

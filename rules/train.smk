@@ -22,7 +22,8 @@ rule train_sft:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE=train_sft {params.launch} scripts/train_sft.py --config-json {params.cfg:q} --model-dir {input.model} "
+        "GLUERL_RULE=train_sft python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
+        "{params.launch} scripts/train_sft.py --config-json {params.cfg:q} --model-dir {input.model} "
         "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"
 
 
@@ -48,7 +49,8 @@ rule train_ppo:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE=train_ppo {params.launch} scripts/train_ppo.py --config-json {params.cfg:q} --model-dir {input.model} "
+        "GLUERL_RULE=train_ppo python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
+        "{params.launch} scripts/train_ppo.py --config-json {params.cfg:q} --model-dir {input.model} "
         "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"
 
 
@@ -75,7 +77,8 @@ rule train_sft_ppo:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE=train_sft_ppo {params.launch} scripts/train_ppo.py --config-json {params.cfg:q} --model-dir {input.model} "
+        "GLUERL_RULE=train_sft_ppo python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
+        "{params.launch} scripts/train_ppo.py --config-json {params.cfg:q} --model-dir {input.model} "
         "{params.prompts} --init-adapter $(dirname {input.init}) --output-dir $(dirname {output.adapter}) "
         "--seed {wildcards.seed} > {log} 2>&1"
 
@@ -102,5 +105,6 @@ rule train_grpo:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE=train_grpo {params.launch} scripts/train_grpo.py --config-json {params.cfg:q} --model-dir {input.model} "
+        "GLUERL_RULE=train_grpo python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
+        "{params.launch} scripts/train_grpo.py --config-json {params.cfg:q} --model-dir {input.model} "
         "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"

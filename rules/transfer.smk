@@ -14,7 +14,7 @@ rule download_transfer:
     conda:
         "../envs/core.yaml"
     shell:
-        "python scripts/download_transfer.py --config-json {params.cfg:q} --target {wildcards.target} "
+        "python -m gluerl.job -- python scripts/download_transfer.py --config-json {params.cfg:q} --target {wildcards.target} "
         "--output {output} > {log} 2>&1"
 
 
@@ -35,7 +35,7 @@ rule format_transfer_prompts:
     conda:
         "../envs/core.yaml"
     shell:
-        "python scripts/format_prompts.py --config-json {params.cfg:q} --task {params.source} "
+        "python -m gluerl.job -- python scripts/format_prompts.py --config-json {params.cfg:q} --task {params.source} "
         "--template {wildcards.template} --input {input.split} {params.train} --output {output} > {log} 2>&1"
 
 
@@ -60,7 +60,8 @@ rule evaluate_transfer:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE=evaluate_transfer {params.gpus} python scripts/evaluate_transfer.py --config-json {params.cfg:q} "
+        "GLUERL_RULE=evaluate_transfer python -m gluerl.job --keep {output.result} --keep {output.predictions} --inputs {input} -- "
+        "{params.gpus} python scripts/evaluate_transfer.py --config-json {params.cfg:q} "
         "--target {wildcards.target} --method {wildcards.method} --model {wildcards.model} --seed {wildcards.seed} "
         "--model-dir {input.model} {params.adapter} --prompts {input.prompts} --output {output.result} "
         "--predictions {output.predictions} > {log} 2>&1"
@@ -88,5 +89,6 @@ rule assemble_transfer_table:
     conda:
         "../envs/core.yaml"
     shell:
+        "python -m gluerl.job --keep {output.csv} --keep {output.markdown} --keep {output.png} --keep {output.metrics} --inputs {input} -- "
         "python scripts/assemble_transfer_table.py --config-json {params.cfg:q} --csv {output.csv} "
         "--markdown {output.markdown} --png {output.png} --metrics {output.metrics} {input} > {log} 2>&1"

@@ -5,7 +5,7 @@
         --split validation --output-dir /work/data-local/superglue
 
 writes ``/work/data-local/superglue/boolq/validation.jsonl``; point ``data.local_dir`` there with
-``data.source: local``. ``--input FILE`` reads a file instead of one inside a package (the package
+``data.source: local`` (or give ``--config`` with ``data.local_dir`` instead of ``--output-dir``). ``--input FILE`` reads a file instead of one inside a package (the package
 is located, not imported, so its dependencies need not be installed). A bad row stops the import
 with its file and line.
 """
@@ -43,12 +43,17 @@ def main(argv=None):
     src.add_argument("--package", help="installed Python package holding the source file (with --file)")
     p.add_argument("--file", help="path of the source file inside --package")
     p.add_argument("--split", required=True, help="split name to write (validation, train, ...)")
-    p.add_argument("--output-dir", required=True, help="local data folder ({task}/{split}.jsonl is written in it)")
+    p.add_argument("--output-dir", help="local data folder ({task}/{split}.jsonl is written in it; default: "
+                                        "data.local_dir of --config)")
     args = p.parse_args(argv)
+    cfg = cli.load(args, "import_local_dataset")
+    out_dir = args.output_dir or cfg["data"]["local_dir"]
+    if not out_dir:
+        raise ConfigError("give --output-dir, or a --config whose data.local_dir names the folder")
     if args.package and not args.file:
         raise ConfigError("--package needs --file (the path inside the package)")
     source = package_file(args.package, args.file) if args.package else Path(args.input)
-    out = convert(args.format, source, args.output_dir, args.split)
+    out = convert(args.format, source, out_dir, args.split)
     log.info("wrote %s from %s", out, source)
 
 

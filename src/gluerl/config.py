@@ -8,6 +8,7 @@ JSON`` (what Snakemake passes: exactly the sections a rule reads), merged in tha
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 from importlib import resources
@@ -55,14 +56,32 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _message(e) -> str:
+    """One line for a schema error: the key path, and for an unknown key the nearest known one."""
+    key = ".".join(str(p) for p in e.absolute_path)
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        known = sorted((e.schema.get("properties") or {}))
+        parts = []
+        for extra in sorted(set(e.instance) - set(known)):
+            if e.schema.get("patternProperties") and any(re.search(p, extra) for p in e.schema["patternProperties"]):
+                continue
+            near = difflib.get_close_matches(str(extra), known, n=1, cutoff=0.6)
+            where = f"{key}.{extra}" if key else str(extra)
+            parts.append(f"{where}: unknown key" + (f" (did you mean {near[0]!r}?)" if near
+                                                     else f"; known: {', '.join(known)}"))
+        if parts:
+            return "; ".join(parts)
+    message = e.message if len(e.message) <= 200 else e.message[:200] + "..."
+    return f"{key or '(top level)'}: {message}"
+
+
 def validate(cfg: dict, source: str = "config") -> dict:
-    """Fill defaults in place and validate; errors name the offending key path."""
+    """Fill defaults in place and validate; each error is one line naming the key (a did-you-mean for typos)."""
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = []
-        for e in errors[:10]:
-            key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
-            lines.append(f"  {key}: {e.message}")
+        lines = [f"  {_message(e)}" for e in errors[:10]]
+        if len(lines) == 1:
+            raise ConfigError(f"{source}: {lines[0].strip()}")
         raise ConfigError(f"{source} is not valid:\n" + "\n".join(lines))
     # a second pass fills defaults that appeared inside defaults (e.g. ppo.reward)
     for e in _Validator(schema()).iter_errors(cfg):

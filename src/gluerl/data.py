@@ -17,6 +17,7 @@ counts questions or queries.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -79,6 +80,7 @@ def check_rows(rows: list[dict[str, Any]], task: Task, split: str, where: str) -
     if not rows:
         raise DataError(f"split {split!r} of task {task.name!r} is empty", where)
     labelled = (task.labelled or split == task.train_split) and split not in task.test_splits
+    seen: dict[str, int] = {}  # idx -> first row: predictions are paired and scored by idx
     for n, row in enumerate(rows, 1):
         for f in task.fields:
             v = row.get(f)
@@ -88,6 +90,11 @@ def check_rows(rows: list[dict[str, Any]], task: Task, split: str, where: str) -
                 raise DataError(f"text field {f!r} is empty (task {task.name})", where, n)
         if "idx" not in row:
             raise DataError("row has no 'idx'", where, n)
+        key = json.dumps(row["idx"], sort_keys=True)
+        if key in seen:
+            raise DataError(f"idx {row['idx']!r} is used again (first in row {seen[key]}); every row needs its own "
+                            "idx (predictions are paired and scored by it)", where, n)
+        seen[key] = n
         if "label" not in row:
             raise DataError("row has no 'label'", where, n)
         y = row["label"]

@@ -11,23 +11,57 @@ from typing import Any, Iterable
 from .errors import DataError
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def _looks_delimited(line: str) -> str | None:
+    """'CSV' or 'TSV' when a first line reads like a header of one, else None."""
+    for name, sep in (("TSV", "\t"), ("CSV", ",")):
+        cells = line.rstrip("\r\n").split(sep)
+        if len(cells) > 1 and all(c.strip().strip('"').replace("_", "").replace(" ", "").isalnum() for c in cells):
+            return name
+    return None
+
+
+def iter_jsonl(path: str | Path):
+    """(line number, decoded line) of a JSON Lines file read as UTF-8 (a leading BOM is skipped);
+    bytes that are not UTF-8 raise DataError naming the file, line and column."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]  # Excel and some editors write one; it is no part of the data
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1}; "
+                                "re-save the file as UTF-8", path, n) from None
+
+
+def parse_json_line(line: str, path: Path, n: int, last: bool):
+    """One JSON Lines row; a malformed one raises DataError with the file, line and column."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        if n == 1 and (kind := _looks_delimited(line)):
+            raise DataError(f"this is a {kind} file (header {line.strip()[:60]!r}), not JSON Lines (one JSON object "
+                            "a line): convert it, e.g. with scripts/import_local_dataset.py", path, n) from None
+        hint = "; the file may be truncated" if last and not line.endswith("\n") else ""  # ends mid-line
+        raise DataError(f"not valid JSON at column {e.colno} ({e.msg}){hint}", path, n) from None
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All rows of a JSON Lines file; a malformed line raises DataError naming file and line."""
+    """All rows of a JSON Lines file; bad input raises DataError naming file and line (and column)."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file does not exist", path)
+    lines = [(n, line) for n, line in iter_jsonl(path) if line.strip()]
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON ({e.msg}); the file may be truncated", path, n) from None
-            if not isinstance(row, dict):
-                raise DataError("expected a JSON object", path, n)
-            rows.append(row)
+    for i, (n, line) in enumerate(lines):
+        row = parse_json_line(line, path, n, last=i == len(lines) - 1)
+        if not isinstance(row, dict):
+            raise DataError("expected a JSON object", path, n)
+        rows.append(row)
     return rows
 
 

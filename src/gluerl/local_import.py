@@ -12,12 +12,11 @@ A bad row raises an error naming the file and line; nothing is written then.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import DataError
-from .io import write_jsonl
+from .io import iter_jsonl, parse_json_line, write_jsonl
 
 _TRUTH = {True: 1, False: 0, "true": 1, "false": 0}
 
@@ -47,18 +46,18 @@ def convert(fmt: str, source: str | Path, out_dir: str | Path, split: str) -> Pa
         raise DataError(f"unknown format {fmt!r}; known: {sorted(FORMATS)}")
     task, fn = FORMATS[fmt]
     source = Path(source)
+    if not source.is_file():
+        raise DataError("file does not exist", source)
     rows = []
-    with open(source, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-                if not isinstance(raw, dict):
-                    raise ValueError("not a JSON object")
-                rows.append(fn(raw, len(rows)))
-            except (ValueError, json.JSONDecodeError) as e:
-                raise DataError(f"bad {fmt} row: {e}", source, n) from e
+    lines = [(n, line) for n, line in iter_jsonl(source) if line.strip()]
+    for i, (n, line) in enumerate(lines):
+        raw = parse_json_line(line, source, n, last=i == len(lines) - 1)
+        try:
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            rows.append(fn(raw, len(rows)))
+        except ValueError as e:
+            raise DataError(f"bad {fmt} row: {e}", source, n) from e
     if not rows:
         raise DataError(f"no {fmt} rows", source)
     out = Path(out_dir) / task / f"{split}.jsonl"

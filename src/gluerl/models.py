@@ -66,13 +66,34 @@ def gguf_location(package: str, filename: str) -> Path:
     raise ConfigError(f"model source gguf.file={filename!r} not found in package {package!r}")
 
 
+WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.gguf")
+TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json", "*.tiktoken")
+
+
+def check_model_folder(key: str, folder: Path) -> None:
+    """A local model folder holds a Hugging Face model: config, weights and tokenizer files (cheap, no load)."""
+    if not folder.is_dir():
+        raise ConfigError(f"{key}: folder {folder} does not exist")
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    if not any(any(folder.glob(p)) for p in WEIGHTS):
+        missing.append("weights (*.safetensors)")
+    if not any(any(folder.glob(p)) for p in TOKENIZER):
+        missing.append("tokenizer files (tokenizer.json, tokenizer.model, ...)")
+    if missing:
+        what = "is empty" if not any(folder.iterdir()) else f"has no {', no '.join(missing)}"
+        raise ConfigError(f"{key}: folder {folder} {what}: give a folder save_pretrained wrote "
+                          "(model and tokenizer), or use hub: or gguf:")
+
+
 def check_source(name: str, spec: dict[str, Any]) -> None:
     """Fail early, naming the key, when a model source cannot work (cheap checks only)."""
     kinds = [k for k in ("hub", "path", "gguf") if spec.get(k)]
     if len(kinds) != 1:
         raise ConfigError(f"models.{name}: give exactly one of 'hub', 'path' or 'gguf' (got {kinds or 'none'})")
-    if spec.get("path") and not Path(spec["path"]).is_dir():
-        raise ConfigError(f"models.{name}.path: folder {spec['path']} does not exist")
+    if spec.get("path"):
+        check_model_folder(f"models.{name}.path", Path(spec["path"]))
     if spec.get("gguf"):
         g = spec["gguf"]
         gguf_location(g["package"], g["file"])

@@ -42,6 +42,7 @@ READS: dict[str, tuple[str, ...]] = {
     "evaluate_transfer": (*_EVALUATE, "transfer.{target}"),
     "assemble_transfer_table": ("task_files", "transfer"),
     "make_submission": ("task_files", "data.max_samples"),
+    "import_local_dataset": ("data.local_dir",),  # no rule: a command a person runs
 }
 
 # paths a stage reads only in some of its jobs: (stage, path) -> test on the job's wildcards
@@ -123,7 +124,8 @@ def scope(cfg: Mapping, stage: str, strict: bool = False, **wildcards: Any) -> d
                 names = [e.get("name") for e in cfg.get("transfer") or []]
                 raise ConfigError(f"transfer: no target named {parts[1]!r}; configured: {names}")
             continue
-        if strict and top == "models" and parts[1] not in (cfg.get("models") or {}):
+        if strict and stage == "prepare_model" and parts[1] not in (cfg.get("models") or {}):
+            # the others take a prepared folder (--model-dir) and read only its options, if any
             raise ConfigError(f"models: no model named {parts[1]!r}; configured: {sorted(cfg.get('models') or {})}")
         if len(parts) == 1:
             out[top] = cfg.get(top)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import ConfigError, DataError
-from .io import read_jsonl
+from .io import iter_jsonl, read_jsonl
 from .metrics import compute_metrics
 from .tasks import Task
 
@@ -165,8 +165,8 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
     if suffix in (".jsonl",):
         return read_jsonl(path)
     if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            return [dict(r) for r in csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")]
+        text = "".join(line for _, line in iter_jsonl(path))  # UTF-8 (BOM skipped); bad bytes: file, line
+        return [dict(r) for r in csv.DictReader(text.splitlines(keepends=True), delimiter="\t" if suffix == ".tsv" else ",")]
     if suffix in (".json", ".parquet"):
         from datasets import load_dataset
 
