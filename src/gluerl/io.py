@@ -38,16 +38,25 @@ def iter_jsonl(path: str | Path):
                                 "re-save the file as UTF-8", path, n) from None
 
 
+def json_line_problem(line: str, n: int, last: bool) -> tuple[Any, str | None]:
+    """(row, None) for a good JSON Lines line, else (None, what is wrong with it, with the column)."""
+    text = line.rstrip("\r\n")
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        if n == 1 and (kind := _looks_delimited(text)):
+            return None, (f"this is a {kind} file (header {text.strip()[:60]!r}), not JSON Lines (one JSON object "
+                          "a line): convert it, e.g. with scripts/import_local_dataset.py")
+        hint = "; the file may be truncated" if last and not line.endswith("\n") else ""  # ends mid-line
+        return None, f"not valid JSON at column {e.colno} ({e.msg}){hint}"
+
+
 def parse_json_line(line: str, path: Path, n: int, last: bool):
     """One JSON Lines row; a malformed one raises DataError with the file, line and column."""
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as e:
-        if n == 1 and (kind := _looks_delimited(line)):
-            raise DataError(f"this is a {kind} file (header {line.strip()[:60]!r}), not JSON Lines (one JSON object "
-                            "a line): convert it, e.g. with scripts/import_local_dataset.py", path, n) from None
-        hint = "; the file may be truncated" if last and not line.endswith("\n") else ""  # ends mid-line
-        raise DataError(f"not valid JSON at column {e.colno} ({e.msg}){hint}", path, n) from None
+    row, problem = json_line_problem(line, n, last)
+    if problem:
+        raise DataError(problem, path, n)
+    return row
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import DataError
-from .io import iter_jsonl, parse_json_line, write_jsonl
+from .io import iter_jsonl, json_line_problem, write_jsonl
 
 _TRUTH = {True: 1, False: 0, "true": 1, "false": 0}
 
@@ -51,7 +51,9 @@ def convert(fmt: str, source: str | Path, out_dir: str | Path, split: str) -> Pa
     rows = []
     lines = [(n, line) for n, line in iter_jsonl(source) if line.strip()]
     for i, (n, line) in enumerate(lines):
-        raw = parse_json_line(line, source, n, last=i == len(lines) - 1)
+        raw, problem = json_line_problem(line, n, last=i == len(lines) - 1)
+        if problem:
+            raise DataError(f"bad {fmt} row: {problem}", source, n)
         try:
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
