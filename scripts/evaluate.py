@@ -9,7 +9,10 @@
 
 The model is loaded once; every split is generated in batches (greedy unless
 ``evaluation.do_sample``), parsed and scored. The JSON holds per-column metrics, the score, the
-invalid rate, the number of examples and the speed; the predictions file every completion.
+invalid rate, the number of examples and the speed, and what made them (``gluerl.records``):
+date, git commit, package versions, number of shots, and per column the prompt file's hash and the
+data's source, dataset, revision, caps and subsample flag. The predictions file holds every
+completion with the SHA-256 of its prompt.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from gluerl.evaluation import evaluate_split
 from gluerl.io import write_json, write_jsonl
 from gluerl.models import load_model, load_tokenizer
 from gluerl.prompts import read_split_prompts
+from gluerl.records import evaluation_record
 from gluerl.tasks import get_task
 from gluerl.tracking import flatten, start_run
 
@@ -73,6 +77,7 @@ def evaluate(args, cfg, task, records, files, spec, ev, tracker):
         "seed": args.seed, "adapter": args.adapter, "columns": columns,
         "load_seconds": round(load_seconds, 3), "evaluation": ev,
         "chat_template": cfg["prompting"]["chat_template"],
+        **evaluation_record(task.eval_splits, files, records, getattr(args, "limit", None)),
     })
     tracker.log_artifact(args.output)
     tracker.log_artifact(args.predictions)

@@ -4,7 +4,9 @@ The model is loaded once per task (all its evaluation splits) by the caller. The
 per table column (one per evaluation split: ``mnli_m``, ``mnli_mm``...), the task's metrics, its
 score (their mean), the invalid rate, the number of examples and bootstrap confidence intervals
 of every metric and the score (``ci``, from ``evaluation.bootstrap_*``); predictions keep every
-completion with its parse, so any number in a table can be traced to the text behind it.
+completion with its parse and the SHA-256 of the exact prompt text the model read
+(``prompt_sha256``, after the context-overflow policy), so any number in a table can be traced to
+the text behind it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .generation import generate
 from .metrics import compute_metrics
 from .parsing import parse_answer
 from .prompts import render_prompt
+from .records import sha256_text
 from .tasks import Task
 
 
@@ -38,8 +41,9 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
     seconds = time.perf_counter() - t0
     preds = [parse_answer(c, task) for c in completions]
     rows = []
-    for r, c, p in zip(records, completions, preds):
-        rows.append({"split": split, "idx": r["idx"], "label": r["label"], "completion": c, "prediction": p,
+    for r, text, c, p in zip(records, prompts, completions, preds):
+        rows.append({"split": split, "idx": r["idx"], "label": r["label"], "prompt_sha256": sha256_text(text),
+                     "completion": c, "prediction": p,
                      "valid": p is not None,
                      "correct": None if r["label"] is None or task.is_regression else p == r["label"],
                      **{k: r[k] for k in task.extra_fields if k in r}})
