@@ -295,3 +295,19 @@ def transfer_table_inputs(wildcards=None):
 def transfer_targets():
     """The transfer table's files, when the config declares targets."""
     return [f"results/tables/transfer.{ext}" for ext in ("csv", "md", "png", "json")] if TRANSFER else []
+
+
+# ---- MLflow: one parent run per invocation, every job's run nested under it (gluerl.tracking) ----
+from gluerl.tracking import end_pipeline_run, flatten, start_pipeline_run
+
+
+onstart:
+    start_pipeline_run(config["mlflow"], params=flatten({k: v for k, v in config.items() if k != "mlflow"}))
+
+
+onsuccess:
+    end_pipeline_run("FINISHED")
+
+
+onerror:
+    end_pipeline_run("FAILED")

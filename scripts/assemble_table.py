@@ -81,9 +81,9 @@ def assemble(args, cfg, tasks, tracker):
         write_json(args.metrics, to_metrics(header, rows))
     for r in rows:
         if r["average"] is not None:
-            tracker.log_metrics({f"{r['method']}.{r['model']}.average": r["average"]})
+            tracker.log_metrics({f"{r['method']}.{r['model']}.average": r["average"]}, prefix="table")
         if r.get("average_diff") is not None:
-            tracker.log_metrics({f"{r['method']}.{r['model']}.average_diff": r["average_diff"]})
+            tracker.log_metrics({f"{r['method']}.{r['model']}.average_diff": r["average_diff"]}, prefix="table")
     for path in (args.csv, args.markdown, args.png, args.metrics):
         if path:
             tracker.log_artifact(path)

@@ -27,9 +27,9 @@ from gluerl.evaluation import evaluate_split
 from gluerl.io import write_json, write_jsonl
 from gluerl.models import load_model, load_tokenizer
 from gluerl.prompts import read_split_prompts
-from gluerl.records import evaluation_record
+from gluerl.records import data_params, evaluation_record
 from gluerl.tasks import get_task
-from gluerl.tracking import flatten, start_run
+from gluerl.tracking import eval_metrics, flatten, start_run, training_run_of
 
 log = logging.getLogger("gluerl.evaluate")
 
@@ -49,9 +49,12 @@ def main(argv=None):
     ev = cfg["evaluation"]
     params = {**flatten(ev, "evaluation"), **flatten(cfg["prompting"], "prompting"), "model": args.model,
               "task": task.name, "method": args.method, "seed": args.seed, "adapter": args.adapter or "",
-              "snakemake_rule": os.environ.get("GLUERL_RULE", "")}
+              "snakemake_rule": os.environ.get("GLUERL_RULE", ""),
+              **data_params({task.eval_splits[s]: f for s, f in files.items()})}
+    trained_by = training_run_of(args.adapter)
     with start_run(cfg["mlflow"], f"eval-{args.method}-{args.model}-{task.name}-seed{args.seed}", "evaluate",
-                   params) as tracker:
+                   params, tags={"gluerl.training_run_id": trained_by} if trained_by else None) as tracker:
+        tracker.log_datasets({f"{task.eval_splits[s]}-{s}": f for s, f in files.items()}, "evaluation")
         evaluate(args, cfg, task, records, files, spec, ev, tracker)
 
 
@@ -71,7 +74,7 @@ def evaluate(args, cfg, task, records, files, spec, ev, tracker):
                  {k: round(v, 4) for k, v in res.items() if isinstance(v, float)})
     write_jsonl(args.predictions, predictions)
     for col, res in columns.items():
-        tracker.log_metrics({f"{col}.{k}": v for k, v in res.items() if isinstance(v, (int, float))})
+        tracker.log_metrics(eval_metrics(col, res), grouped=False)
     write_json(args.output, {
         "task": task.name, "benchmark": task.benchmark, "method": args.method, "model": args.model,
         "seed": args.seed, "adapter": args.adapter, "columns": columns,

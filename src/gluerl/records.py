@@ -141,3 +141,24 @@ def evaluation_record(columns: dict[str, str], files: dict[str, str | Path], rec
         cut = True  # --limit kept fewer rows than the prompt file has
     return {**environment(), "num_fewshot": shots.pop() if len(shots) == 1 else (sorted(shots) or None),
             "limit": limit, "data": data, "subsampled": cut}
+
+
+DATA_PARAM_KEYS = ("source", "dataset", "revision", "resolved_revision", "rows_in_source", "rows", "max_samples",
+                   "subsampled", "subsample_seed")
+
+
+def data_params(files: dict[str, str | Path]) -> dict[str, Any]:
+    """The data behind some prompt files (name -> file) as flat run params: ``data.{name}.source``,
+    ``.dataset``, ``.revision``, caps, ``.subsampled``, ``.num_fewshot`` and ``.sha256`` (the file's)."""
+    out: dict[str, Any] = {}
+    for name, path in files.items():
+        prov = read_provenance(path) or {}
+        raw = prov.get("raw") or {}
+        for key in DATA_PARAM_KEYS:
+            if key in raw:
+                out[f"data.{name}.{key}"] = raw[key]
+        if prov.get("template"):
+            out[f"data.{name}.num_fewshot"] = prov["template"].get("num_fewshot")
+        if Path(path).is_file():
+            out[f"data.{name}.sha256"] = sha256_file(path)
+    return out
