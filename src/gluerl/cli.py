@@ -25,8 +25,22 @@ def load(args):
     return load_config(args.config, args.config_json, check=False)
 
 
+LIBRARIES = ("transformers", "trl", "peft", "accelerate", "datasets", "torch", "mlflow")
+
+
+def quiet_library_warnings() -> None:
+    """Hide the FutureWarnings and DeprecationWarnings that the libraries raise about their own
+    internals (nothing a user of these scripts can change); warnings raised from gluerl stay."""
+    import warnings
+
+    pattern = r"(" + "|".join(LIBRARIES) + r")(\.|$)"
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=pattern)
+
+
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
     """Run a script's main; a GlueRLError becomes a one-line message and exit status 1."""
+    quiet_library_warnings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         main(argv)
@@ -37,7 +51,10 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
 
 def main(argv: list[str] | None = None) -> None:
     """``gluerl tasks``: list the task registry."""
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="gluerl", description="gluerl utilities")
+    p.add_argument("--version", action="version", version=f"gluerl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tasks", help="list the registered tasks")
     t.add_argument("--task-file", action="append", default=[], help="extra task declaration file")
@@ -80,3 +97,7 @@ def training_parser(doc: str | None, init_adapter: bool = False) -> argparse.Arg
     p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (off unless you trust it)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep {output-dir}/checkpoints after a successful run")
     return p
+
+
+if __name__ == "__main__":
+    main()

@@ -224,6 +224,9 @@ def run_trainer_script(args, method: str, sections: Sequence[str], train, descri
     from .errors import GlueRLError
     from .tracking import MlflowTrainerCallback
 
+    from .cli import quiet_library_warnings
+
+    quiet_library_warnings()
     try:
         cfg = load_config(args.config, args.config_json, check=False)
         with tracked_run(cfg, method, args, sections, **extra) as tracker:
