@@ -155,7 +155,7 @@ def test_evaluate_script_links_to_training_and_logs_intervals(cfg, tmp_path, tin
     from gluerl.models import load_model
 
     # the folder holds only the run reference: load the base model, not an adapter
-    monkeypatch.setattr(mod, "load_model", lambda path, adapter, *a: load_model(path))
+    monkeypatch.setattr("gluerl.models.load_model", lambda path, adapter, *a: load_model(path))
     mod.main(["--config-json", json.dumps({"mlflow": cfg, "evaluation": {"batch_size": 3, "max_new_tokens": 6,
                                                                          "bootstrap_resamples": 20}}),
               "--task", "rte", "--method", "sft", "--model", "tiny", "--model-dir", str(tiny_model), "--adapter", str(ref),

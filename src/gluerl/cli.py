@@ -50,15 +50,21 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``gluerl tasks``: list the task registry."""
-    from . import __version__
+    """``gluerl tasks``: list the task registry; ``gluerl eval``: score a model on some tasks (``gluerl.harness``)."""
+    from . import __version__, harness
 
     p = argparse.ArgumentParser(prog="gluerl", description="gluerl utilities")
     p.add_argument("--version", action="version", version=f"gluerl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tasks", help="list the registered tasks")
     t.add_argument("--task-file", action="append", default=[], help="extra task declaration file")
+    e = sub.add_parser("eval", help="evaluate a model folder on some tasks (lm-evaluation-harness style)",
+                       description=harness.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    harness.add_arguments(e)
     args = p.parse_args(argv)
+    if args.cmd == "eval":
+        run(lambda _argv: harness.main(args))
+        return
     if args.cmd == "tasks":
         from .tasks import registry
 
