@@ -10,7 +10,7 @@ from gluerl.gpus import accelerate_command
 
 
 def test_version():
-    proc = subprocess.run([sys.executable, "-m", "gluerl.cli", "--version"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "gluerl.command", "--version"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == f"gluerl {gluerl.__version__}"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gluerl import cli
+from gluerl import command
 from gluerl.io import read_jsonl, write_jsonl
 from gluerl.records import write_provenance
 
@@ -31,7 +31,7 @@ def evaluated(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("harness") / "run.json"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        cli.main(["eval", "--model", str(tiny_model), "--tasks", "sst2,cola", "--num-fewshot", "2", "--limit", "5",
+        command.main(["eval", "--model", str(tiny_model), "--tasks", "sst2,cola", "--num-fewshot", "2", "--limit", "5",
                   "--output", str(out), *EVAL])
     return out, json.loads(out.read_text()), buf.getvalue()
 
@@ -104,6 +104,6 @@ def test_bad_data_choices_are_one_line(tiny_model, tmp_path, capsys):
     for flags, expected in ((["--data-dir", str(tmp_path / "nowhere")], "nowhere does not exist"),
                             (["--source", "embedded"], "data.source: embedded ships only the demo sample")):
         with pytest.raises(SystemExit) as e:
-            cli.main(["eval", "--model", str(tiny_model), "--tasks", "rte", *flags])
+            command.main(["eval", "--model", str(tiny_model), "--tasks", "rte", *flags])
         err = capsys.readouterr().err
         assert e.value.code == 1 and expected in err and "Traceback" not in err, err

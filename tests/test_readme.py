@@ -234,7 +234,7 @@ def test_other_command(cmd, repo_copy):
     words = shlex.split(cmd.text)
     if words[0] == "gluerl":
         exe = shutil.which("gluerl")
-        words = [exe] if exe else [sys.executable, "-c", "from gluerl.cli import main; main()"]
+        words = [exe] if exe else [sys.executable, "-c", "from gluerl.command import main; main()"]
         words += shlex.split(cmd.text)[1:]
     elif words[0] in ("python", "python3"):
         words[0] = sys.executable

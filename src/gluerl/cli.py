@@ -1,4 +1,7 @@
-"""Shared command-line plumbing for ``scripts/*.py``: config flags, logging, clean errors."""
+"""Shared command-line plumbing for ``scripts/*.py``: config flags, logging, clean errors.
+
+The ``gluerl`` command itself is :mod:`gluerl.command` (every stage script imports this module, so
+it holds nothing a stage does not run)."""
 
 from __future__ import annotations
 
@@ -49,30 +52,6 @@ def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
         sys.exit(1)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``gluerl tasks``: list the task registry; ``gluerl eval``: score a model on some tasks (``gluerl.harness``)."""
-    from . import __version__, harness
-
-    p = argparse.ArgumentParser(prog="gluerl", description="gluerl utilities")
-    p.add_argument("--version", action="version", version=f"gluerl {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("tasks", help="list the registered tasks")
-    t.add_argument("--task-file", action="append", default=[], help="extra task declaration file")
-    e = sub.add_parser("eval", help="evaluate a model folder on some tasks (lm-evaluation-harness style)",
-                       description=harness.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    harness.add_arguments(e)
-    args = p.parse_args(argv)
-    if args.cmd == "eval":
-        run(lambda _argv: harness.main(args))
-        return
-    if args.cmd == "tasks":
-        from .tasks import registry
-
-        for name, task in registry(args.task_file).items():
-            kind = "regression" if task.is_regression else "/".join(task.labels.values())
-            print(f"{name:13s} {task.benchmark:9s} {','.join(task.metrics):20s} {kind}")
-
-
 def add_table_outputs(p: argparse.ArgumentParser) -> None:
     """The output flags of a table script: CSV, Markdown, bar chart and the metrics JSON."""
     p.add_argument("--csv", required=True, help="table as CSV")
@@ -105,5 +84,11 @@ def training_parser(doc: str | None, init_adapter: bool = False) -> argparse.Arg
     return p
 
 
-if __name__ == "__main__":
-    main()
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``gluerl`` command, for console scripts installed before it moved to :mod:`gluerl.command`
+    (``pip install -e .`` again points ``gluerl`` there). Imported by name, not ``from .command``:
+    the command's modules (``gluerl eval``) are no part of the stages that import this module."""
+    import importlib
+
+    importlib.import_module("gluerl.command").main(argv)
