@@ -311,3 +311,17 @@ onsuccess:
 
 onerror:
     end_pipeline_run("FAILED")
+
+
+# ---- software: under --sdm conda the jobs import this checkout's gluerl (see envs/*.yaml) ----
+from snakemake.settings.types import DeploymentMethod
+
+SOURCE = os.path.join(workflow.basedir, "src")
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method and os.path.isdir(
+    os.path.join(SOURCE, "gluerl")
+):
+    # set in every process that parses the workflow (the jobs' own too, on SLURM as well); a
+    # setting, not a requirement, hence no envvars: directive
+    os.environ.update(
+        PYTHONPATH=os.pathsep.join(p for p in (SOURCE, os.environ.get("PYTHONPATH")) if p)
+    )
