@@ -11,6 +11,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# `snakemake --report report.html`: this description, then the tables, charts and training
+# curves marked with report() in rules/, each with its caption from report/.
+report: "report/workflow.rst"
+
+
 # The experiment: $GLUERL_CONFIG (inherited by local and SLURM jobs alike) or the demo; overlays
 # such as config/offline.yaml go on top with --configfile.
 configfile: os.environ.get("GLUERL_CONFIG", "config/config.yaml")

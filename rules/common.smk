@@ -289,3 +289,33 @@ def transfer_table_inputs(wildcards=None):
 def transfer_targets():
     """The transfer table's files, when the config declares targets."""
     return [f"results/tables/transfer.{ext}" for ext in ("csv", "md", "png", "json")] if TRANSFER else []
+
+
+# ---- MLflow: one parent run per invocation, every job's run nested under it (gluerl.tracking) ----
+from gluerl.tracking import end_pipeline_run, flatten, start_pipeline_run
+
+
+onstart:
+    start_pipeline_run(config["mlflow"], params=flatten({k: v for k, v in config.items() if k != "mlflow"}))
+
+
+onsuccess:
+    end_pipeline_run("FINISHED")
+
+
+onerror:
+    end_pipeline_run("FAILED")
+
+
+# ---- software: under --sdm conda the jobs import this checkout's gluerl (see envs/*.yaml) ----
+from snakemake.settings.types import DeploymentMethod
+
+SOURCE = os.path.join(workflow.basedir, "src")
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method and os.path.isdir(
+    os.path.join(SOURCE, "gluerl")
+):
+    # set in every process that parses the workflow (the jobs' own too, on SLURM as well); a
+    # setting, not a requirement, hence no envvars: directive
+    os.environ.update(
+        PYTHONPATH=os.pathsep.join(p for p in (SOURCE, os.environ.get("PYTHONPATH")) if p)
+    )

@@ -2,8 +2,22 @@ rule plot_training:
     input:
         training_summaries,
     output:
-        curves=directory("results/plots/training"),
-        png="results/plots/training_curves.png",
+        curves=report(
+            directory("results/plots/training"),
+            patterns=["{setup}.png"],
+            caption="../report/training_setup.rst",
+            category="Training",
+            subcategory="per setup",
+            labels={"setup": "{setup}"},
+        ),
+        png=report(
+            "results/plots/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            subcategory="overview",
+            labels={"setup": "all"},
+        ),
+        svg="results/plots/training_curves.svg",
     log:
         "logs/plot_training/plot_training.log",
     threads: 1

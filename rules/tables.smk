@@ -3,9 +3,22 @@ rule assemble_table:
         results=table_inputs,
         predictions=table_predictions,
     output:
-        csv="results/tables/{benchmark}.csv",
+        csv=report(
+            "results/tables/{benchmark}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="{benchmark}",
+            labels={"benchmark": "{benchmark}", "figure": "table"},
+        ),
         markdown="results/tables/{benchmark}.md",
-        png="results/tables/{benchmark}.png",
+        png=report(
+            "results/tables/{benchmark}.png",
+            caption="../report/chart.rst",
+            category="Tables",
+            subcategory="{benchmark}",
+            labels={"benchmark": "{benchmark}", "figure": "chart"},
+        ),
+        svg="results/tables/{benchmark}.svg",
         metrics="results/tables/{benchmark}.json",
     log:
         "logs/assemble_table/{benchmark}.log",

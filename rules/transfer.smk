@@ -75,9 +75,22 @@ rule assemble_transfer_table:
     input:
         transfer_table_inputs,
     output:
-        csv="results/tables/transfer.csv",
+        csv=report(
+            "results/tables/transfer.csv",
+            caption="../report/transfer_table.rst",
+            category="Tables",
+            subcategory="transfer",
+            labels={"benchmark": "transfer", "figure": "table"},
+        ),
         markdown="results/tables/transfer.md",
-        png="results/tables/transfer.png",
+        png=report(
+            "results/tables/transfer.png",
+            caption="../report/transfer_chart.rst",
+            category="Tables",
+            subcategory="transfer",
+            labels={"benchmark": "transfer", "figure": "chart"},
+        ),
+        svg="results/tables/transfer.svg",
         metrics="results/tables/transfer.json",
     log:
         "logs/assemble_transfer_table/transfer.log",

@@ -20,7 +20,8 @@ from gluerl import cli
 from gluerl.errors import DataError
 from gluerl.io import write_json, write_text
 from gluerl.paired import paired_differences
-from gluerl.tables import add_differences, bar_chart, build_table, load_results, to_csv, to_markdown, to_metrics
+from gluerl.tables import (add_differences, bar_chart, build_table, columns_for, load_results, to_csv, to_markdown,
+                           to_metrics)
 from gluerl.tasks import get_task
 from gluerl.tracking import start_run
 
@@ -76,14 +77,14 @@ def assemble(args, cfg, tasks, tracker):
     title = f"{args.benchmark.upper()} ({', '.join(t.name for t in tasks)})"
     write_text(args.csv, to_csv(header, rows))
     write_text(args.markdown, to_markdown(header, rows, title, reference))
-    bar_chart(header, rows, args.png, title, reference)
+    bar_chart(header, rows, args.png, title, reference, {c: t.metrics for c, t in columns_for(tasks)})
     if args.metrics:
         write_json(args.metrics, to_metrics(header, rows))
     for r in rows:
         if r["average"] is not None:
-            tracker.log_metrics({f"{r['method']}.{r['model']}.average": r["average"]})
+            tracker.log_metrics({f"{r['method']}.{r['model']}.average": r["average"]}, prefix="table")
         if r.get("average_diff") is not None:
-            tracker.log_metrics({f"{r['method']}.{r['model']}.average_diff": r["average_diff"]})
+            tracker.log_metrics({f"{r['method']}.{r['model']}.average_diff": r["average_diff"]}, prefix="table")
     for path in (args.csv, args.markdown, args.png, args.metrics):
         if path:
             tracker.log_artifact(path)

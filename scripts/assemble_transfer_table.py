@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from gluerl import cli
 from gluerl.io import write_json, write_text
-from gluerl.tables import bar_chart, build_table, load_results, to_csv, to_markdown, to_metrics
+from gluerl.tables import bar_chart, build_table, columns_for, load_results, to_csv, to_markdown, to_metrics
 from gluerl.tasks import registry
 from gluerl.transfer import BENCHMARK, parse_targets, target_task
 
@@ -35,7 +35,7 @@ def main(argv=None):
     md += "".join(f"- {t.name}: trained on {t.source_task}, rows from {t.source()}\n" for t in targets)
     write_text(args.csv, to_csv(header, rows))
     write_text(args.markdown, md)
-    bar_chart(header, rows, args.png, title)
+    bar_chart(header, rows, args.png, title, metrics={c: t.metrics for c, t in columns_for(columns)})
     if args.metrics:
         write_json(args.metrics, to_metrics(header, rows))
 

@@ -9,25 +9,23 @@
 
 The model is loaded once; every split is generated in batches (greedy unless
 ``evaluation.do_sample``), parsed and scored. The JSON holds per-column metrics, the score, the
-invalid rate, the number of examples and the speed; the predictions file every completion.
+invalid rate, the number of examples and the speed, and what made them (``gluerl.records``):
+date, git commit, package versions, number of shots, and per column the prompt file's hash and the
+data's source, dataset, revision, caps and subsample flag. The predictions file holds every
+completion with the SHA-256 of its prompt.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 
 from gluerl import cli
-from gluerl.budgets import check_token_budget
-from gluerl.evaluation import evaluate_split
+from gluerl.evaluation import evaluate_task
 from gluerl.io import write_json, write_jsonl
-from gluerl.models import load_model, load_tokenizer
 from gluerl.prompts import read_split_prompts
+from gluerl.records import data_params
 from gluerl.tasks import get_task
-from gluerl.tracking import flatten, start_run
-
-log = logging.getLogger("gluerl.evaluate")
+from gluerl.tracking import eval_metrics, flatten, start_run, training_run_of
 
 
 def main(argv=None):
@@ -45,35 +43,23 @@ def main(argv=None):
     ev = cfg["evaluation"]
     params = {**flatten(ev, "evaluation"), **flatten(cfg["prompting"], "prompting"), "model": args.model,
               "task": task.name, "method": args.method, "seed": args.seed, "adapter": args.adapter or "",
-              "snakemake_rule": os.environ.get("GLUERL_RULE", "")}
+              "snakemake_rule": os.environ.get("GLUERL_RULE", ""),
+              **data_params({task.eval_splits[s]: f for s, f in files.items()})}
+    trained_by = training_run_of(args.adapter)
     with start_run(cfg["mlflow"], f"eval-{args.method}-{args.model}-{task.name}-seed{args.seed}", "evaluate",
-                   params) as tracker:
+                   params, tags={"gluerl.training_run_id": trained_by} if trained_by else None) as tracker:
+        tracker.log_datasets({f"{task.eval_splits[s]}-{s}": f for s, f in files.items()}, "evaluation")
         evaluate(args, cfg, task, records, files, spec, ev, tracker)
 
 
 def evaluate(args, cfg, task, records, files, spec, ev, tracker):
-    t0 = time.perf_counter()
-    tok = load_tokenizer(args.model_dir, spec.get("trust_remote_code", False))
-    check_token_budget("evaluation.max_new_tokens", ev["max_new_tokens"], [task], tok)
-    model = load_model(args.model_dir, args.adapter, ev["dtype"], ev["device"], spec.get("trust_remote_code", False))
-    load_seconds = time.perf_counter() - t0
-    columns, predictions = {}, []
-    for split, rows in records.items():
-        res, preds = evaluate_split(model, tok, task, split, rows, ev, cfg["prompting"]["chat_template"], args.seed,
-                                    source=files[split])
-        columns[task.eval_splits[split]] = res
-        predictions += preds
-        log.info("%s %s[%s]: %s", args.method, task.name, split,
-                 {k: round(v, 4) for k, v in res.items() if isinstance(v, float)})
+    result, predictions = evaluate_task(args.model_dir, task, records, files, ev, cfg["prompting"]["chat_template"],
+                                        method=args.method, model=args.model, seed=args.seed, adapter=args.adapter,
+                                        trust_remote_code=spec.get("trust_remote_code", False))
     write_jsonl(args.predictions, predictions)
-    for col, res in columns.items():
-        tracker.log_metrics({f"{col}.{k}": v for k, v in res.items() if isinstance(v, (int, float))})
-    write_json(args.output, {
-        "task": task.name, "benchmark": task.benchmark, "method": args.method, "model": args.model,
-        "seed": args.seed, "adapter": args.adapter, "columns": columns,
-        "load_seconds": round(load_seconds, 3), "evaluation": ev,
-        "chat_template": cfg["prompting"]["chat_template"],
-    })
+    for col, res in result["columns"].items():
+        tracker.log_metrics(eval_metrics(col, res), grouped=False)
+    write_json(args.output, result)
     tracker.log_artifact(args.output)
     tracker.log_artifact(args.predictions)
 

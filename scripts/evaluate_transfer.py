@@ -26,7 +26,7 @@ from gluerl.evaluation import evaluate_split
 from gluerl.io import read_jsonl, write_json, write_jsonl
 from gluerl.models import load_model, load_tokenizer
 from gluerl.tasks import registry
-from gluerl.tracking import flatten, start_run
+from gluerl.tracking import eval_metrics, flatten, start_run
 from gluerl.transfer import BENCHMARK, find_target, score
 
 log = logging.getLogger("gluerl.evaluate_transfer")
@@ -67,7 +67,7 @@ def main(argv=None):
         log.info("%s %s <- %s: %s", args.method, target.name, source.name,
                  {k: round(v, 4) for k, v in res.items() if isinstance(v, float)})
         write_jsonl(args.predictions, preds)
-        tracker.log_metrics({f"{target.name}.{k}": v for k, v in res.items() if isinstance(v, (int, float))})
+        tracker.log_metrics(eval_metrics(target.name, res), grouped=False)
         write_json(args.output, {
             "task": target.name, "benchmark": BENCHMARK, "source_task": source.name, "dataset": target.source(),
             "method": args.method, "model": args.model, "seed": args.seed, "adapter": args.adapter,

@@ -6,6 +6,8 @@
 
 ``--template`` is ``0shot`` or ``<k>shot-seed<s>``: k demonstrations drawn once with seed s from
 ``--train`` (label-balanced when ``prompting.balanced``), shared by every prompt of the file.
+Beside the output, ``validation.provenance.json`` carries the raw split's provenance forward
+(source, dataset, revision, caps) with the template and the demonstrations' idx and source.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from gluerl.data import check_rows
 from gluerl.errors import ConfigError
 from gluerl.io import read_jsonl, write_jsonl
 from gluerl.prompts import draw_demonstrations, format_split, parse_template
+from gluerl.records import read_provenance, write_provenance
 from gluerl.tasks import get_task
 
 
@@ -40,6 +43,14 @@ def main(argv=None):
         demos = draw_demonstrations(train, task, shots, seed, cfg["prompting"]["balanced"])
     rows = checked_rows(args.input, task, Path(args.input).stem)
     write_jsonl(args.output, format_split(rows, task, demos))
+    raw = read_provenance(args.input)
+    write_provenance(args.output, {
+        "template": {"name": args.template, "num_fewshot": shots, "seed": seed,
+                     "balanced": cfg["prompting"]["balanced"] if shots else None},
+        "raw": raw["raw"] if raw else None,
+        "demonstrations": {"idx": [d["idx"] for d in demos],
+                           "data": (read_provenance(args.train) or {}).get("raw")} if shots else None,
+    })
 
 
 def checked_rows(path, task, split):

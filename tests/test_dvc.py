@@ -125,8 +125,15 @@ def test_stages_outputs_and_params():
                 assert produced.get(d) not in (None, name), f"{name}: {d} is not an earlier stage's output"
     assert [resolve(next(iter(m)), vars_) for m in spec["stages"]["tables"]["metrics"]] == ["results/tables/glue.json"]
     assert "results/checkpoints" in produced and "results/tables/glue.csv" in produced
-    plots = [next(iter(p)) if isinstance(p, dict) else p for p in spec["plots"]]
-    assert "results/plots/training" in plots
+    plots = {next(iter(p)) if isinstance(p, dict) else p: next(iter(p.values())) if isinstance(p, dict) else None
+             for p in spec["plots"]}
+    # training curves: explicit x and y (no "last column" default), a line per run (template runs)
+    for name in ("training_reward", "training_kl", "training_value_loss", "training_sft_loss"):
+        assert plots[name]["x"] == "step" and plots[name]["template"] == "runs", name
+        assert all(f.startswith("results/plots/training/") and f.endswith(".csv") for f in plots[name]["y"]), name
+    assert plots["training_reward"]["y"]["results/plots/training/ppo.csv"] == "reward_mean"
+    template = json.loads((REPO / ".dvc/plots/runs.json").read_text())
+    assert template["encoding"]["color"]["field"] == "run"
 
 
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "config").rglob("*.yaml")

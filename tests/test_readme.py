@@ -109,6 +109,8 @@ SKIPPED = [
      "moves the outputs of a finished `dvc repro` to or from a remote; tests/test_dvc.py round-trips them on a tiny model"),
     (r"^dvc checkout$", "restores the outputs of a finished `dvc repro` from the DVC cache; tests/test_dvc.py restores them with dvc pull"),
     (r"^mlflow ui\b", "starts a server that runs until stopped"),
+    (r"^gluerl eval --model results/", "needs a prepared model (a workflow run's results/models/); "
+                                      "tests/test_harness.py runs it on a tiny model, `gluerl eval --help` runs below"),
     (r"^python -m gluerl\.gpus$", "the launcher Snakemake puts before a GPU job's command, not a command alone; "
                                   "tests/test_gpus.py runs it"),
     (r"^python scripts/gpu_check\.py\b", "measures bf16 evaluation and PPO on a GPU; its --help runs below"),
@@ -232,7 +234,7 @@ def test_other_command(cmd, repo_copy):
     words = shlex.split(cmd.text)
     if words[0] == "gluerl":
         exe = shutil.which("gluerl")
-        words = [exe] if exe else [sys.executable, "-c", "from gluerl.cli import main; main()"]
+        words = [exe] if exe else [sys.executable, "-c", "from gluerl.command import main; main()"]
         words += shlex.split(cmd.text)[1:]
     elif words[0] in ("python", "python3"):
         words[0] = sys.executable

@@ -150,11 +150,13 @@ def test_evaluation_passes_the_models_own_trust_setting(monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     calls = []
-    monkeypatch.setattr(mod, "load_tokenizer", lambda path, trust: calls.append(("tok", trust)) or 1 / 0)
-    args = type("A", (), {"model_dir": "x", "adapter": None})()
+    # the script's evaluate() calls gluerl.evaluation.evaluate_task, which loads through gluerl.models
+    monkeypatch.setattr("gluerl.models.load_tokenizer", lambda path, trust: calls.append(("tok", trust)) or 1 / 0)
+    args = type("A", (), {"model_dir": "x", "adapter": None, "method": "zeroshot", "model": "m", "seed": 1})()
+    cfg = {"prompting": {"chat_template": "auto"}}
     for model_spec, expected in (({}, False), ({"trust_remote_code": True}, True)):
         with pytest.raises(ZeroDivisionError):
-            mod.evaluate(args, {}, None, {}, {}, model_spec, {"dtype": "auto", "device": "cpu"}, None)
+            mod.evaluate(args, cfg, None, {}, {}, model_spec, {"dtype": "auto", "device": "cpu"}, None)
         assert calls[-1] == ("tok", expected)
 
 

@@ -63,17 +63,20 @@ def test_training_and_evaluation_stages_are_mlflow_runs(store, tiny_model, tmp_p
     train_run, eval_run = runs["ppo"], runs["evaluate"]
     assert train_run.data.params["ppo.steps"] == "3" and train_run.data.params["lora.r"] == "16"
     assert train_run.data.params["tasks"] == "rte" and train_run.data.params["seed"] == "2"
-    history = client.get_metric_history(train_run.info.run_id, "reward_mean")
+    history = client.get_metric_history(train_run.info.run_id, "objective/reward_mean")
     logged = [json.loads(x) for x in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert sorted((m.step, m.value) for m in history) == [(m["step"], pytest.approx(m["reward_mean"])) for m in logged]
     assert {a.path for a in client.list_artifacts(train_run.info.run_id)} >= {"train_summary.json", "metrics.jsonl"}
+    assert "adapter/adapter_model.safetensors" in {a.path for a in client.list_artifacts(train_run.info.run_id, "adapter")}
+    assert eval_run.data.tags["gluerl.training_run_id"] == train_run.info.run_id  # the adapter's run
+    assert "step" not in train_run.data.metrics and "objective/kl" in train_run.data.metrics
 
     p = eval_run.data.params
     assert p["task"] == "rte" and p["method"] == "ppo" and p["evaluation.batch_size"] == "3"
     assert p["adapter"] == str(tmp_path / "ppo")
     result = json.loads((tmp_path / "eval" / "rte.json").read_text())["columns"]["rte"]
-    assert eval_run.data.metrics["rte.accuracy"] == pytest.approx(result["accuracy"])
-    assert eval_run.data.metrics["rte.invalid_rate"] == pytest.approx(result["invalid_rate"])
+    assert eval_run.data.metrics["eval/rte/accuracy"] == pytest.approx(result["accuracy"])
+    assert eval_run.data.metrics["eval/rte/invalid_rate"] == pytest.approx(result["invalid_rate"])
     names = {a.path for a in client.list_artifacts(eval_run.info.run_id)}
     assert {"rte.json", "rte.predictions.jsonl"} <= names
     local = client.download_artifacts(eval_run.info.run_id, "rte.json", str(tmp_path / "dl"))

@@ -24,7 +24,7 @@ REWARDS = [0.1, 0.25, 0.5, 0.75, 1.0]
 def clean_env(monkeypatch, tmp_path):
     """Every test runs in its own empty folder with no tracking variables set."""
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFLOW_TRACKING_URI", "GLUERL_PIPELINE_ID", "RANK"):
+    for var in ("MLFLOW_TRACKING_URI", "GLUERL_PIPELINE_ID", "GLUERL_PARENT_RUN_ID", "RANK"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -92,7 +92,7 @@ def verify(uri, tr, experiment, tmp_path):
     assert run.data.tags["gluerl.pipeline_id"] == "pipe-42"
     assert p["snakemake_rule"] == "train_ppo" and p["wildcards.model"] == "tiny"
     assert run.data.tags["owner"] == "ci"
-    hist = sorted(c.get_metric_history(tr.run_id, "reward"), key=lambda m: m.step)
+    hist = sorted(c.get_metric_history(tr.run_id, "objective/reward"), key=lambda m: m.step)
     assert [(m.step, m.value) for m in hist] == list(enumerate(REWARDS))
     assert "note" not in run.data.metrics
     files = {f.path for f in c.list_artifacts(tr.run_id)} | {f.path for f in c.list_artifacts(tr.run_id, "outputs")}
@@ -259,10 +259,10 @@ def test_trainer_callback_logs_numeric_values_on_main_process(tmp_path, store):
                                                    "epoch": step / 20, "note": "text", "hist": [1, 2]})
         cb.on_log(args, SimpleNamespace(global_step=30, is_world_process_zero=False), control, logs={"loss": 9.0})
     c = client(tr.uri)
-    assert [(m.step, m.value) for m in sorted(c.get_metric_history(tr.run_id, "loss"), key=lambda m: m.step)] \
+    assert [(m.step, m.value) for m in sorted(c.get_metric_history(tr.run_id, "train/loss"), key=lambda m: m.step)] \
         == [(10, 2.0), (20, 1.5)]
     metrics = c.get_run(tr.run_id).data.metrics
-    assert metrics["learning_rate"] == pytest.approx(1e-4) and metrics["epoch"] == 1.0
+    assert metrics["train/learning_rate"] == pytest.approx(1e-4) and metrics["train/epoch"] == 1.0
     assert "note" not in metrics and "hist" not in metrics
 
 
@@ -300,4 +300,4 @@ def test_sigterm_ends_the_run_as_killed(tmp_path, store):
     assert proc.returncode == 143, proc.stderr[-2000:]
     (run,) = client(store).search_runs([client(store).get_experiment_by_name("term").experiment_id])
     assert run.info.status == "KILLED"
-    assert run.data.metrics["loss"] == 1.0
+    assert run.data.metrics["train/loss"] == 1.0

@@ -16,7 +16,7 @@ import yaml
 from gluerl.testing import fixture_texts, make_glue_fixture, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = ["Snakefile", "rules", "scripts", "profiles", "config", "envs"]
+WORKFLOW = ["Snakefile", "rules", "scripts", "profiles", "config", "envs", "report"]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -134,6 +134,28 @@ def test_dag_end_to_end_to_glue_csv(project):
     # a second run has nothing to do
     again = snakemake(work, *run_args("-n"))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def check_report(work: Path, args: list[str], setups: list[str]) -> str:
+    """``snakemake --report`` of a finished run: every table, chart and training figure is in it with
+    its caption rendered from the run's config; returns the HTML."""
+    proc = snakemake(work, *args, "--report", "report.html", timeout=300)
+    log = proc.stdout + proc.stderr
+    for name in ("glue.csv", "glue.png", "training_curves.png", *(f"{s}.png" for s in setups)):
+        assert f"Adding {name} (" in log, (name, log[-3000:])
+    html = (work / "report.html").read_text()
+    cfg = yaml.safe_load((work / "config" / "test.yaml").read_text())
+    assert f"tasks: {', '.join(cfg['tasks'])}" in html  # report/workflow.rst with this run's config
+    assert "GLUE table: a row per method and model" in html  # report/table.rst
+    assert "GLUE table as bars" in html and "Training diagnostics of every setup" in html
+    return html
+
+
+@pytest.mark.slow
+def test_report_of_the_finished_run(project):
+    root, work = project
+    snakemake(work, *run_args())  # nothing to do after test_dag_end_to_end_to_glue_csv
+    check_report(work, run_args(), [f"{m}-tiny-multi" for m in ("sft", "ppo", "sft_ppo", "grpo")])
 
 
 @pytest.mark.slow

@@ -1,4 +1,7 @@
-"""Shared command-line plumbing for ``scripts/*.py``: config flags, logging, clean errors."""
+"""Shared command-line plumbing for ``scripts/*.py``: config flags, logging, clean errors.
+
+The ``gluerl`` command itself is :mod:`gluerl.command` (every stage script imports this module, so
+it holds nothing a stage does not run)."""
 
 from __future__ import annotations
 
@@ -29,29 +32,28 @@ def load(args, stage: str, **wildcards):
     return restrict(load_config(args.config, args.config_json, check=False), stage, **wildcards)
 
 
+LIBRARIES = ("transformers", "trl", "peft", "accelerate", "datasets", "torch", "mlflow")
+
+
+def quiet_library_warnings() -> None:
+    """Hide the FutureWarnings and DeprecationWarnings that the libraries raise about their own
+    internals (nothing a user of these scripts can change); warnings raised from gluerl stay."""
+    import warnings
+
+    pattern = r"(" + "|".join(LIBRARIES) + r")(\.|$)"
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=pattern)
+
+
 def run(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
     """Run a script's main; a GlueRLError becomes a one-line message and exit status 1."""
+    quiet_library_warnings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         main(argv)
     except GlueRLError as e:
         print(f"error: {e}", file=sys.stderr)  # once: the log records go to the same stream
         sys.exit(1)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``gluerl tasks``: list the task registry."""
-    p = argparse.ArgumentParser(prog="gluerl", description="gluerl utilities")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("tasks", help="list the registered tasks")
-    t.add_argument("--task-file", action="append", default=[], help="extra task declaration file")
-    args = p.parse_args(argv)
-    if args.cmd == "tasks":
-        from .tasks import registry
-
-        for name, task in registry(args.task_file).items():
-            kind = "regression" if task.is_regression else "/".join(task.labels.values())
-            print(f"{name:13s} {task.benchmark:9s} {','.join(task.metrics):20s} {kind}")
 
 
 def add_table_outputs(p: argparse.ArgumentParser) -> None:
@@ -84,3 +86,13 @@ def training_parser(doc: str | None, init_adapter: bool = False) -> argparse.Arg
     p.add_argument("--trust-remote-code", action="store_true", help="run the model folder's own code (off unless you trust it)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep {output-dir}/checkpoints after a successful run")
     return p
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``gluerl`` command, for console scripts installed before it moved to :mod:`gluerl.command`
+    (``pip install -e .`` again points ``gluerl`` there). Imported by name, not ``from .command``:
+    the command's modules (``gluerl eval``) are no part of the stages that import this module."""
+    import importlib
+
+    importlib.import_module("gluerl.command").main(argv)

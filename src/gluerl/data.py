@@ -46,10 +46,17 @@ def hub_remedies(cache: bool = True) -> str:
             f"data.source: embedded for the demo tasks ({tasks})")
 
 
-def _hub_rows(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
-    revision = data_cfg.get("hub_revisions", {}).get(task.hub_path, data_cfg.get("hub_revision"))
-    hub.require_repo(task.hub_path, "dataset", revision, "data.source", hub_remedies(),
-                     cached=lambda: hub.dataset_cached(task.hub_path, task.hub_name))
+def hub_revision(task: Task, data_cfg: dict) -> str | None:
+    """The configured revision of a task's hub dataset (``hub_revisions`` per path over ``hub_revision``)."""
+    return data_cfg.get("hub_revisions", {}).get(task.hub_path, data_cfg.get("hub_revision"))
+
+
+def _hub_rows(task: Task, split: str, data_cfg: dict, found: dict | None = None) -> list[dict[str, Any]]:
+    revision = hub_revision(task, data_cfg)
+    sha = hub.require_repo(task.hub_path, "dataset", revision, "data.source", hub_remedies(),
+                           cached=lambda: hub.dataset_cached(task.hub_path, task.hub_name))
+    if found is not None:
+        found["resolved_revision"] = sha
     from datasets import load_dataset
 
     log.info("downloading %s/%s split %s (revision %s)", task.hub_path, task.hub_name, split, revision or "default")
@@ -174,6 +181,13 @@ def expand_record(rows: list[dict[str, Any]], task: Task, where: str) -> list[di
 
 def load_split(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
     """The checked (and subsampled, if configured) rows of one split."""
+    return load_split_with_provenance(task, split, data_cfg)[0]
+
+
+def load_split_with_provenance(task: Task, split: str, data_cfg: dict) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(rows, provenance): the rows of :func:`load_split` and where they came from: ``source``,
+    ``dataset`` (hub path/name or file), the configured and resolved ``revision``, the rows in the
+    source, the cap (``max_samples``), whether rows were dropped (``subsampled``) and the seed."""
     if split not in task.splits and split not in task.test_splits:
         known = task.splits + [s for s in task.test_splits if s not in task.splits]
         raise ConfigError(f"task {task.name!r} has no split {split!r}; its splits: {known}")
@@ -185,11 +199,22 @@ def load_split(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
         if not path.is_file():
             raise DataError(f"missing local data file for task {task.name!r}, split {split!r}", path)
         rows, where = read_jsonl(path), str(path)
+        prov: dict[str, Any] = {"dataset": str(path), "revision": None, "resolved_revision": None}
     elif source == "embedded":
         path = embedded_path(task, split)
         rows, where = read_jsonl(path), str(path)
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            release = version("gluerl")
+        except PackageNotFoundError:
+            release = None
+        prov = {"dataset": f"gluerl/embedded/{task.name}/{split}.jsonl", "revision": release,
+                "resolved_revision": None}
     else:
-        rows = _hub_rows(task, split, data_cfg)
+        prov = {"dataset": f"{task.hub_path}/{task.hub_name}" if task.hub_name else task.hub_path,
+                "revision": hub_revision(task, data_cfg)}
+        rows = _hub_rows(task, split, data_cfg, prov)
         where = f"{task.hub_path}/{task.hub_name}[{split}]"
     rows = rename_columns(rows, task)
     total = len(rows)
@@ -198,7 +223,11 @@ def load_split(task: Task, split: str, data_cfg: dict) -> list[dict[str, Any]]:
     keep_fields = list(task.fields) + list(task.extra_fields) + ["label", "idx"]
     check_rows(rows, task, split, where)
     rows = [{k: r[k] for k in keep_fields} for r in rows]
-    out = subsample(rows, max_rows(task, split, data_cfg), data_cfg.get("subsample_seed", 0),
+    cap = max_rows(task, split, data_cfg)
+    out = subsample(rows, cap, data_cfg.get("subsample_seed", 0),
                     key=(lambda r: group_key(r["idx"])) if task.grouped else None)
     log.info("%s[%s]: %d rows (from %d in the source) from %s", task.name, split, len(out), total, where)
-    return out
+    prov = {"task": task.name, "split": split, "source": source, **prov, "rows_in_source": total,
+            "rows": len(out), "max_samples": cap, "subsampled": len(out) < len(rows),
+            "subsample_seed": data_cfg.get("subsample_seed", 0) if len(out) < len(rows) else None}
+    return out, prov

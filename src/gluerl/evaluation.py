@@ -4,11 +4,14 @@ The model is loaded once per task (all its evaluation splits) by the caller. The
 per table column (one per evaluation split: ``mnli_m``, ``mnli_mm``...), the task's metrics, its
 score (their mean), the invalid rate, the number of examples and bootstrap confidence intervals
 of every metric and the score (``ci``, from ``evaluation.bootstrap_*``); predictions keep every
-completion with its parse, so any number in a table can be traced to the text behind it.
+completion with its parse and the SHA-256 of the exact prompt text the model read
+(``prompt_sha256``, after the context-overflow policy), so any number in a table can be traced to
+the text behind it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Sequence
 
@@ -17,7 +20,10 @@ from .generation import generate
 from .metrics import compute_metrics
 from .parsing import parse_answer
 from .prompts import render_prompt
+from .records import sha256_text
 from .tasks import Task
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[dict[str, Any]], eval_cfg: dict,
@@ -38,8 +44,9 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
     seconds = time.perf_counter() - t0
     preds = [parse_answer(c, task) for c in completions]
     rows = []
-    for r, c, p in zip(records, completions, preds):
-        rows.append({"split": split, "idx": r["idx"], "label": r["label"], "completion": c, "prediction": p,
+    for r, text, c, p in zip(records, prompts, completions, preds):
+        rows.append({"split": split, "idx": r["idx"], "label": r["label"], "prompt_sha256": sha256_text(text),
+                     "completion": c, "prediction": p,
                      "valid": p is not None,
                      "correct": None if r["label"] is None or task.is_regression else p == r["label"],
                      **{k: r[k] for k in task.extra_fields if k in r}})
@@ -52,3 +59,37 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
                                       seed=eval_cfg.get("bootstrap_seed", 0),
                                       confidence=eval_cfg.get("confidence_level", 0.95)))
     return result, rows
+
+
+def evaluate_task(model_dir, task: Task, records: dict[str, Sequence[dict[str, Any]]], files: dict[str, Any],
+                  eval_cfg: dict, chat_template: str = "auto", *, method: str, model: str, seed: int = 1,
+                  adapter=None, trust_remote_code: bool = False,
+                  limit: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(result record, prediction rows) of a model folder (plus ``adapter``) on a task's evaluation
+    splits: ``records`` and ``files`` map split -> prompt rows and the prompt file they came from
+    (``limit``: rows per split the caller kept, recorded). The model is loaded once; the record is what
+    ``results/eval/.../{task}.json`` holds (``scripts/evaluate.py`` and ``gluerl eval`` both write it)."""
+    from .budgets import check_token_budget
+    from .models import load_model, load_tokenizer
+    from .records import evaluation_record
+
+    t0 = time.perf_counter()
+    tok = load_tokenizer(model_dir, trust_remote_code)
+    check_token_budget("evaluation.max_new_tokens", eval_cfg["max_new_tokens"], [task], tok)
+    lm = load_model(model_dir, adapter, eval_cfg["dtype"], eval_cfg["device"], trust_remote_code)
+    load_seconds = time.perf_counter() - t0
+    columns, predictions = {}, []
+    for split, rows in records.items():
+        res, preds = evaluate_split(lm, tok, task, split, rows, eval_cfg, chat_template, seed, source=files[split])
+        columns[task.eval_splits[split]] = res
+        predictions += preds
+        log.info("%s %s[%s]: %s", method, task.name, split,
+                 {k: round(v, 4) for k, v in res.items() if isinstance(v, float)})
+    record = {
+        "task": task.name, "benchmark": task.benchmark, "method": method, "model": model,
+        "seed": seed, "adapter": str(adapter) if adapter else adapter, "columns": columns,
+        "load_seconds": round(load_seconds, 3), "evaluation": eval_cfg,
+        "chat_template": chat_template,
+        **evaluation_record(task.eval_splits, files, records, limit),
+    }
+    return record, predictions

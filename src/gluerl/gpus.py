@@ -92,6 +92,8 @@ def accelerate_command(script_cmd: list[str], processes: int, config_file: str |
     if config_file:
         cmd += ["--config_file", config_file]
     cmd += ["--num_processes", str(max(processes, 1)), "--num_machines", "1", "--dynamo_backend", "no"]
+    if not config_file:  # the default, said out loud: accelerate otherwise warns that it assumed it
+        cmd += ["--mixed_precision", "no"]
     if processes > 1:
         cmd += ["--multi_gpu"]
     return cmd + script_cmd

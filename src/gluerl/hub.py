@@ -47,14 +47,16 @@ def _what(repo_id: str, repo_type: str, revision: str | None) -> str:
 
 
 def require_repo(repo_id: str, repo_type: str, revision: str | None, key: str, remedies: str,
-                 cached: Callable[[], bool] | None = None) -> None:
+                 cached: Callable[[], bool] | None = None) -> str | None:
     """Raise ``HubError`` (naming ``key``, the repo and ``remedies``) unless the hub answers for it.
+
+    Returns the commit the hub resolves ``revision`` to (``None`` when not probed or not given).
 
     ``repo_type`` is ``dataset`` or ``model``. A local folder given as ``repo_id`` and offline mode
     are not probed. ``cached()`` says whether the cache holds a copy (the error then says so first).
     """
     if offline() or os.path.isdir(repo_id):
-        return
+        return None
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
@@ -62,7 +64,7 @@ def require_repo(repo_id: str, repo_type: str, revision: str | None, key: str, r
     what = _what(repo_id, repo_type, revision)
     info = HfApi().dataset_info if repo_type == "dataset" else HfApi().model_info
     try:
-        info(repo_id, revision=revision, timeout=PROBE_TIMEOUT)
+        found = info(repo_id, revision=revision, timeout=PROBE_TIMEOUT)
     except GatedRepoError:
         raise HubError(f"{key}: {what} is gated on the Hugging Face hub: accept its terms on the hub and "
                        f"give a token (HF_TOKEN or `hf auth login`); or {remedies}") from None
@@ -80,6 +82,8 @@ def require_repo(repo_id: str, repo_type: str, revision: str | None, key: str, r
             remedies = "the Hugging Face cache has a copy: set HF_HUB_OFFLINE=1 to use it; or " + remedies
         raise HubError(f"{key}: cannot reach the Hugging Face hub at {endpoint()} for {what} "
                        f"({type(e).__name__}: {one_line(e)}); {remedies}") from None
+    sha = getattr(found, "sha", None)
+    return sha if isinstance(sha, str) else None
 
 
 def not_cached(repo_id: str, repo_type: str, revision: str | None, key: str, remedies: str) -> HubError:

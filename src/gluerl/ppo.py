@@ -607,6 +607,26 @@ class PPOTrainer:
                 self._note_collapse(t, word, pred_words[word] / n[t], max(gold_words.values()) / n[t], int(n[t]))
         return out
 
+    def _task_metrics(self, records: Sequence[dict[str, Any]], preds: Sequence[Any], scores) -> dict[str, float | None]:
+        """Multi-task training: ``task/<task>/reward_mean``, ``/accuracy`` (classification) and
+        ``/invalid_rate`` over this step's episodes of that task on all processes (None without any)."""
+        names = sorted(self.tasks)
+        acc = {t: [0.0, 0, 0, 0] for t in names}  # reward sum, episodes, right answers, invalid
+        for r, p, sc in zip(records, preds, scores.tolist()):
+            a = acc[r["task"]]
+            a[0] += sc
+            a[1] += 1
+            a[2] += int(p is not None and not self.tasks[r["task"]].is_regression and int(p) == int(r["label"]))
+            a[3] += int(p is None)
+        sums = self._reduce([v for t in names for v in acc[t]])
+        out: dict[str, float | None] = {}
+        for i, t in enumerate(names):
+            total, n, right, invalid = sums[4 * i: 4 * i + 4]
+            out[f"task/{t}/reward_mean"] = total / n if n else None
+            out[f"task/{t}/accuracy"] = None if not n or self.tasks[t].is_regression else right / n
+            out[f"task/{t}/invalid_rate"] = invalid / n if n else None
+        return out
+
     def _note_collapse(self, task: str, word: str, share: float, gold_share: float, n: int) -> None:
         """Record that ``task``'s answers collapsed onto ``word`` at this step; warn when it starts."""
         entry = next((e for e in self.collapse if e["task"] == task and e["label"] == word), None)
@@ -720,7 +740,8 @@ class PPOTrainer:
         (rule reward and the reference forward),
         optimisation (GAE and the PPO epochs); ``pred_frac/<task>/<label word>`` and ``pred_frac/<task>/invalid``:
         shares of the task's episodes per answer (classification tasks; a warning when one answer takes
-        over, see :func:`collapsed_answer`).
+        over, see :func:`collapsed_answer`); with several tasks, ``task/<task>/reward_mean``,
+        ``/accuracy`` and ``/invalid_rate`` per task (:meth:`_task_metrics`).
         """
         t0 = time.perf_counter()
         bs = self.ppo["batch_size"]
@@ -753,6 +774,7 @@ class PPOTrainer:
         self.step += 1
         self.cursor += bs * self.world
         shares = self._answer_shares(records, roll["preds"])
+        per_task = self._task_metrics(records, roll["preds"], scores) if len(self.tasks) > 1 else {}
         metrics = {
             "step": self.step, "reward_mean": sums[0] / n,
             "accuracy": sums[2] / sums[3] if sums[3] else None, "invalid_rate": sums[4] / n,
@@ -762,7 +784,7 @@ class PPOTrainer:
             "response_length": n_tokens / n, "max_new_tokens": means[-1], "episodes": int(n),
             "tokens_per_second": n_tokens / step_seconds, "seconds_generation": means[-4],
             "seconds_scoring": means[-3], "seconds_optimisation": means[-2], "seconds_step": step_seconds,
-            **shares,
+            **per_task, **shares,
         }
         metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         self.train_seconds += step_seconds

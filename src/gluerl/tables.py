@@ -86,6 +86,7 @@ def build_table(results: Sequence[dict], tasks: Sequence[Task]) -> tuple[list[st
     groups: dict[tuple[str, str], dict[str, list]] = {}
     invalid: dict[tuple[str, str], dict[str, list]] = {}
     bounds: dict[tuple[str, str], dict[str, list]] = {}
+    sizes: dict[tuple[str, str], dict[str, list]] = {}
     seeds: dict[tuple[str, str], set] = {}
     for r in results:
         key = (r["method"], r["model"])
@@ -94,6 +95,8 @@ def build_table(results: Sequence[dict], tasks: Sequence[Task]) -> tuple[list[st
             if "score" in res:
                 groups.setdefault(key, {}).setdefault(col, []).append(res["score"])
                 invalid.setdefault(key, {}).setdefault(col, []).append(res["invalid_rate"])
+                if isinstance(res.get("n"), int):
+                    sizes.setdefault(key, {}).setdefault(col, []).append(res["n"])
                 if "score" in res.get("ci", {}):
                     bounds.setdefault(key, {}).setdefault(col, []).append(res["ci"]["score"])
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
@@ -113,6 +116,7 @@ def build_table(results: Sequence[dict], tasks: Sequence[Task]) -> tuple[list[st
         n_avg = sum(1 for _, t in cols if t.in_average)
         row["average"] = round(float(np.mean(in_avg)), 1) if in_avg and len(in_avg) == n_avg else None
         row["_invalid"] = {c: round(100 * float(np.mean(v)), 1) for c, v in invalid[key].items()}
+        row["_n"] = {c: max(v) for c, v in sizes.get(key, {}).items()}
         rows.append(row)
     header = ["method", "model", "seeds"] + [c + s for c, _ in cols for s in ("", *CI_SUFFIXES)] + ["average"]
     return header, rows
@@ -191,11 +195,26 @@ def excludes_zero(r: dict, c: str) -> bool:
     return lo is not None and hi is not None and (lo > 0 or hi < 0)
 
 
-def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str, reference: str | None = None
-              ) -> list[tuple[str, str, str]]:
+METRIC_LABELS = {"accuracy": "accuracy", "mcc": "MCC", "f1": "F1", "pearson": "Pearson r", "spearman": "Spearman",
+                 "macro_f1": "macro-F1", "multirc_em": "EM", "multirc_f1a": "F1a", "record_f1": "F1", "record_em": "EM"}
+
+
+def metric_label(metrics: Sequence[str]) -> str:
+    """``["f1", "accuracy"]`` -> ``"mean(F1, accuracy)"``; ``["mcc"]`` -> ``"MCC"``."""
+    names = [METRIC_LABELS.get(m, m) for m in metrics]
+    return names[0] if len(names) == 1 else f"mean({', '.join(names)})"
+
+
+def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str, reference: str | None = None,
+              metrics: dict[str, Sequence[str]] | None = None) -> list[tuple[str, str, str]]:
     """Grouped bars with the score intervals as error bars; a ``*`` above every bar whose interval of
     the difference to ``reference`` excludes 0 (explained in the legend). Returns the starred bars as
-    (method, model, column)."""
+    (method, model, column).
+
+    Each column's tick names its metric (``metrics``: column -> the task's metric names; MCC and
+    correlations are x100 like the rest) and its number of examples (``n=``, from the rows'
+    ``_n``); a bar of exactly 0 (a collapsed MCC) is drawn as a thick line at 0 and labelled ``0``,
+    a missing value as ``n/a``. The chart is written as PNG at ``path`` and as SVG beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +232,16 @@ def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str,
                         for c, v in zip(cols, vals)]).T
         pos = x + (i - (len(rows) - 1) / 2) * width
         label = f"{r['method']} ({r['model']})" + (", reference" if r["method"] == reference and diffed else "")
-        ax.bar(pos, vals, width, label=label, yerr=err, capsize=2, error_kw={"linewidth": 0.8})
+        bars = ax.bar(pos, vals, width, label=label, yerr=err, capsize=2, error_kw={"linewidth": 0.8})
+        color = bars.patches[0].get_facecolor() if bars.patches else None
+        for xi, v in zip(pos, vals):
+            if np.isnan(v):
+                ax.annotate("n/a", (xi, 0), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=6, rotation=90)
+            elif v == 0:  # a zero-height bar is invisible: draw it as a thick line and say 0
+                ax.hlines(0, xi - width / 2, xi + width / 2, colors=[color], linewidth=3, zorder=3)
+                ax.annotate("0", (xi, 0), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=7)
         for xi, c, v in zip(pos, cols, vals):
             if excludes_zero(r, c) and not np.isnan(v):
                 top = max(v, r.get(c + "_hi") if r.get(c + "_hi") is not None else v, 0)
@@ -225,12 +253,18 @@ def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str,
         ax.set_ylim(low, high + 0.06 * (high - low))  # room for the stars above the tallest bars
         handles += ax.plot([], [], linestyle="none", marker="$*$", color="black")
         labels.append(f"interval of the paired difference to {reference or 'the reference'} excludes 0")
-    ax.set_xticks(x, cols, rotation=30, ha="right")
-    ax.set_ylabel("score (%)")
+    ticks = []
+    for c in cols:
+        what = "mean of tasks" if c == "average" else metric_label((metrics or {}).get(c, ()) or ["score"])
+        ns = {r.get("_n", {}).get(c) for r in rows} - {None}
+        ticks.append(f"{c}\n{what}" + (f"\nn={ns.pop()}" if len(ns) == 1 else ""))
+    ax.set_xticks(x, ticks, fontsize=8)
+    ax.set_ylabel("score (%): each column's metric x100")
     ax.set_title(title)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.legend(handles, labels, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    fig.savefig(Path(path).with_suffix(".svg"))
     plt.close(fig)
     return marked

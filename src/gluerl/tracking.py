@@ -15,6 +15,22 @@ Store: ``$MLFLOW_TRACKING_URI`` (if non-empty), else ``mlflow.tracking_uri``, el
 ``sqlite:///<cwd>/results/mlflow.db`` (no server needed). Runs of one pipeline invocation share
 the tag ``gluerl.pipeline_id`` (env ``GLUERL_PIPELINE_ID``, else one id per process).
 
+Runs of one Snakemake invocation nest under one parent run: the workflow's ``onstart`` hook calls
+:func:`start_pipeline_run`, which opens the parent, prints its id and sets ``$GLUERL_PARENT_RUN_ID``
+for the jobs (``onsuccess``/``onerror``: :func:`end_pipeline_run`); a stage run started with that
+variable set carries the tag ``mlflow.parentRunId`` (the MLflow UI shows it nested). A stage run
+outside Snakemake, or with the variable unset, is a top-level run as before.
+
+Metric names are grouped by prefix (:func:`metric_key`): ``objective/`` (reward, accuracy, invalid
+rate, KL and its coefficient), ``policy/`` (policy loss, entropy, clip fraction, approximate KL,
+gradient norm), ``value/`` (value loss and clip fraction, explained variance, returns),
+``answers/`` (predicted-label shares), ``time/``, ``train/`` (the Trainer's loss and learning
+rate), ``eval/`` (evaluation metrics and their interval bounds); ``step`` is the step, never a
+metric. System metrics (CPU, memory, disk, network; GPU with ``pynvml``) are sampled into every
+stage run by MLflow's own monitor when ``psutil`` is installed, unless
+``$MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` is ``false``. Data files are logged as dataset inputs
+(:meth:`Tracker.log_datasets`).
+
 Disabled (``enabled=False``, ``mlflow.enabled: false`` or a process with ``$RANK`` other than 0):
 every method is a no-op and MLflow is not even imported. Nothing here logs environment
 variables; values that look like credentials are replaced by ``***``.
@@ -23,16 +39,15 @@ variables; values that look like credentials are replaced by ``***``.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import logging
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,6 +73,19 @@ _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")  # https://user:pass@host -> ht
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")  # MLflow keys: alphanumerics, _ - . space /
 
 _process_pipeline_id: str | None = None
+
+PARENT_ENV = "GLUERL_PARENT_RUN_ID"
+NOT_METRICS = {"step", "max_new_tokens", "epoch_float"}  # the step axis and settings, not measurements
+_GROUPS = {
+    "objective": ("reward_mean", "reward", "reward_std", "accuracy", "invalid_rate", "kl", "kl_coef", "kl_coef_next",
+                  "frac_reward_zero_std"),
+    "policy": ("policy_loss", "entropy", "clipfrac", "approx_kl", "grad_norm", "response_length"),
+    "value": ("value_loss", "value_clipfrac", "explained_variance", "return_mean"),
+    "time": ("tokens_per_second", "seconds_generation", "seconds_scoring", "seconds_optimisation", "seconds_step",
+             "step_time"),
+    "train": ("loss", "learning_rate", "num_tokens", "mean_token_accuracy", "entropy_sft", "epoch", "episodes"),
+}
+_GROUP_OF = {k: g for g, keys in _GROUPS.items() for k in keys}
 
 
 class Terminated(SystemExit):
@@ -147,20 +175,44 @@ def pipeline_id() -> str:
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+    from .records import git_commit as commit
+
+    return commit(cwd) or "unknown"
 
 
 def package_versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[f"versions.{name}"] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[f"versions.{name}"] = "not installed"
+    from .records import package_versions as versions
+
+    return {f"versions.{k}": v or "not installed" for k, v in versions(PACKAGES).items()}
+
+
+def metric_key(name: str, prefix: str | None = None) -> str | None:
+    """The grouped MLflow name of a logged value (``kl`` -> ``objective/kl``), ``None`` for one that is
+    not a metric (``step``, ``max_new_tokens``). With ``prefix``, ``prefix/`` + the name with dots
+    as slashes (``eval`` and ``rte.accuracy`` -> ``eval/rte/accuracy``). Names that already hold a
+    ``/`` (TRL's ``rewards/...``, ``completions/...``) keep it, under ``answers/`` for ``pred_frac/``."""
+    if prefix:
+        return f"{prefix}/{name.replace('.', '/')}"
+    if name in NOT_METRICS:
+        return None
+    if name.startswith("pred_frac/"):
+        return "answers/" + name[len("pred_frac/"):]
+    if "/" in name:
+        return name
+    if name.startswith("final."):
+        inner = metric_key(name[len("final."):])
+        return None if inner is None else f"final/{inner}"
+    group = _GROUP_OF.get(name)
+    return f"{group}/{name}" if group else name
+
+
+def eval_metrics(column: str, result: Mapping[str, Any]) -> dict[str, float]:
+    """An evaluation column's numbers as ``eval/`` metrics, its interval bounds as ``..._ci_lo/_ci_hi``."""
+    out = {f"eval/{column}/{k}": v for k, v in result.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for k, bounds in (result.get("ci") or {}).items():
+        if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+            out[f"eval/{column}/{k}_ci_lo"], out[f"eval/{column}/{k}_ci_hi"] = bounds
     return out
 
 
@@ -248,8 +300,14 @@ class Tracker:
 
     def __init__(self, mlflow_cfg: Mapping[str, Any] | None, run_name: str | None = None, stage: str | None = None,
                  params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
-                 enabled: bool = True):
+                 enabled: bool = True, parent_run_id: str | None = None, system_metrics: bool | None = None):
+        """``parent_run_id``: the run this one nests under (default ``$GLUERL_PARENT_RUN_ID``, ``""``: none);
+        ``system_metrics``: sample CPU/memory/GPU into the run (default: on, unless
+        ``$MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` is false or psutil is missing)."""
         self.cfg = dict(mlflow_cfg or {})
+        self.parent_run_id = os.environ.get(PARENT_ENV, "").strip() if parent_run_id is None else parent_run_id
+        self.system_metrics = system_metrics
+        self._monitor = None
         self.run_name = run_name
         self.stage = stage
         self.enabled = bool(enabled and self.cfg.get("enabled", True) and _is_main_process())
@@ -279,6 +337,8 @@ class Tracker:
                 tags = {"gluerl.pipeline_id": pipeline_id(), "mlflow.source.git.commit": commit}
                 if self.stage:
                     tags["gluerl.stage"] = self.stage
+                if self.parent_run_id:
+                    tags["mlflow.parentRunId"] = self.parent_run_id
                 tags.update(self._tags)
                 params = {**self._params, "git_commit": commit, **package_versions()}
                 run = client.create_run(self.experiment_id, run_name=self.run_name)
@@ -294,9 +354,34 @@ class Tracker:
                     self._safely("mark the run FAILED", self._terminate, client, "FAILED")
                 raise ConfigError(f"MLflow tracking store {redact_text(self.uri)}: cannot start a run in "
                                   f"experiment {name!r}: {redact_text(str(e))[:300]}") from e
-        log.info("MLflow run %s (%s) in experiment %r at %s", self.run_id, self.run_name or "unnamed", name,
-                 redact_text(self.uri))
+        log.info("MLflow run %s (%s) in experiment %r at %s%s", self.run_id, self.run_name or "unnamed", name,
+                 redact_text(self.uri), f", nested in {self.parent_run_id}" if self.parent_run_id else "")
+        self._start_monitor()
         return self
+
+    def _start_monitor(self) -> None:
+        wanted = self.system_metrics
+        if wanted is None:
+            wanted = os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true").strip().lower() not in (
+                "false", "0", "no", "off")
+        if not wanted:
+            return
+        try:
+            import psutil  # noqa: F401 - MLflow's monitor needs it
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            with _quiet("mlflow.system_metrics"):
+                self._monitor = SystemMetricsMonitor(self.run_id, tracking_uri=self.uri)
+                self._monitor.start()
+        except Exception as e:  # noqa: BLE001 - optional: no psutil, an old MLflow
+            log.debug("MLflow: no system metrics (%s)", e)
+            self._monitor = None
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            with _quiet("mlflow.system_metrics"):
+                self._safely("stop the system metrics monitor", self._monitor.finish)
+            self._monitor = None
 
     @staticmethod
     def _experiment(client, name: str, sqlite: Path | None) -> str:
@@ -319,6 +404,7 @@ class Tracker:
         """Close the run with ``status``; a failure is only a warning."""
         if not self.enabled or self.run_id is None or self._client is None:
             return
+        self._stop_monitor()
         self._safely(f"end the run as {status}", self._terminate, self._client, status)
         self._client = None
 
@@ -364,8 +450,10 @@ class Tracker:
     def active(self) -> bool:
         return self.enabled and self._client is not None
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Numeric values only (others are skipped); ``step`` defaults to 0."""
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, prefix: str | None = None,
+                    grouped: bool = True) -> None:
+        """Numeric values only (others are skipped) at ``step`` (default 0), under their grouped names
+        (:func:`metric_key`; ``prefix``: all under ``prefix/``; ``grouped=False``: names as given)."""
         if not self.active:
             return
         from mlflow.entities import Metric
@@ -373,11 +461,14 @@ class Tracker:
         now = int(time.time() * 1000)
         batch = []
         for k, v in metrics.items():
+            name = metric_key(str(k), prefix) if grouped else str(k)
+            if name is None:
+                continue
             value = _number(v)
             if value is None:
                 log.debug("MLflow: metric %s=%r is not a number; skipped", k, v)
                 continue
-            batch.append(Metric(_key(k), value, now, int(step or 0)))
+            batch.append(Metric(_key(name), value, now, int(step or 0)))
         if batch:
             self._safely("log metrics", self._client.log_batch, self.run_id, metrics=batch)
 
@@ -409,6 +500,41 @@ class Tracker:
         else:
             log.warning("MLflow: artifact %s does not exist; not logged", path)
 
+    def log_datasets(self, files: Mapping[str, str | Path], context: str) -> None:
+        """Prompt or data files (name -> JSONL path) as the run's dataset inputs (``context``:
+        ``training`` or ``evaluation``): MLflow's pandas dataset with the file as source, a digest
+        of its content, its schema and row count; ``label`` is the target column."""
+        if not self.active:
+            return
+        for name, path in files.items():
+            self._safely(f"log dataset {path}", self._log_dataset, name, Path(path), context)
+
+    def _log_dataset(self, name: str, path: Path, context: str) -> None:
+        import mlflow.data
+        import pandas as pd
+        from mlflow.entities import DatasetInput, InputTag
+
+        from .io import read_jsonl
+
+        rows = read_jsonl(path)
+        df = pd.DataFrame([{"idx": json.dumps(r.get("idx")), "label": r.get("label"),
+                            "prompt": r["messages"][-1]["content"] if r.get("messages") else None} for r in rows])
+        with _quiet("mlflow.data"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's schema hints and pandas deprecations: nothing to act on
+            ds = mlflow.data.from_pandas(df, source=str(path.resolve()), name=name, targets="label")
+        self._client.log_inputs(self.run_id, [DatasetInput(ds._to_mlflow_entity(),
+                                                           [InputTag("mlflow.data.context", context)])])
+
+    def write_reference(self, path: str | Path) -> None:
+        """``{run_id, experiment_id, tracking_uri}`` as JSON at ``path`` (beside a training run's
+        adapter), so the stage that evaluates the adapter can link to this run."""
+        if not self.active:
+            return
+        from .io import write_json
+
+        write_json(path, {"run_id": self.run_id, "experiment_id": self.experiment_id,
+                          "tracking_uri": redact_text(self.uri or "")})
+
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         """``obj`` as JSON (or YAML for ``.yaml``/``.yml``) at ``artifact_file`` in the run's artifacts."""
         if not self.active:
@@ -418,9 +544,67 @@ class Tracker:
 
 def start_run(mlflow_cfg: Mapping[str, Any] | None, run_name: str | None = None, stage: str | None = None,
               params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
-              enabled: bool = True) -> Tracker:
+              enabled: bool = True, **kwargs: Any) -> Tracker:
     """A started ``Tracker`` (raises ``ConfigError`` now if the store cannot be reached); use with ``with``."""
-    return Tracker(mlflow_cfg, run_name=run_name, stage=stage, params=params, tags=tags, enabled=enabled).start()
+    return Tracker(mlflow_cfg, run_name=run_name, stage=stage, params=params, tags=tags, enabled=enabled,
+                   **kwargs).start()
+
+
+RUN_REFERENCE = "mlflow_run.json"  # beside a training run's adapter: which MLflow run made it
+
+
+def training_run_of(adapter_dir: str | Path | None) -> str | None:
+    """The MLflow run id recorded beside an adapter (``None``: no adapter, no record)."""
+    if not adapter_dir:
+        return None
+    path = Path(adapter_dir) / RUN_REFERENCE
+    try:
+        return json.loads(path.read_text()).get("run_id") or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+_pipeline: Tracker | None = None
+
+
+def start_pipeline_run(mlflow_cfg: Mapping[str, Any] | None, name: str | None = None,
+                       params: Mapping[str, Any] | None = None) -> str | None:
+    """Open the parent run of a workflow invocation and export its id (``$GLUERL_PARENT_RUN_ID``) to
+    the jobs; print it. Nothing when tracking is off or a parent is already set (a cluster job's
+    own Snakemake inherits the variable). Returns the id."""
+    global _pipeline
+    if os.environ.get(PARENT_ENV, "").strip():
+        return os.environ[PARENT_ENV]
+    tracker = Tracker(mlflow_cfg, run_name=name or f"snakemake {pipeline_id()}", stage="pipeline", params=params,
+                      parent_run_id="", system_metrics=False).start()
+    if not tracker.active:
+        return None
+    _pipeline = tracker
+    os.environ[PARENT_ENV] = tracker.run_id
+    print(f"MLflow: parent run {tracker.run_id} (experiment {tracker.cfg.get('experiment') or 'gluerl'}, "
+          f"{redact_text(tracker.uri or '')}); every job's run nests under it", flush=True)
+    return tracker.run_id
+
+
+def end_pipeline_run(status: str = "FINISHED") -> None:
+    """Close the parent run opened by :func:`start_pipeline_run` in this process."""
+    global _pipeline
+    if _pipeline is not None:
+        _pipeline.end(status)
+        os.environ.pop(PARENT_ENV, None)
+        _pipeline = None
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """MLflow's own INFO lines of ``name`` (monitor started/stopped, dataset digests) kept out of the logs."""
+    lg = logging.getLogger(name)
+    level = lg.level
+    lg.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        lg.setLevel(level)
 
 
 def _number(v: Any) -> float | None:

@@ -182,19 +182,32 @@ def log_training_outputs(tracker, output_dir: str | Path, summary: dict[str, Any
     """Final numbers and files of a training run (best effort: tracking never loses the adapter)."""
     tracker.log_metrics({f"final.{k}": v for k, v in summary.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    for name in ("train_summary.json", "metrics.jsonl", "adapter_config.json"):
+    for name in ("train_summary.json", "metrics.jsonl"):
         path = Path(output_dir) / name
         if path.is_file():
             tracker.log_artifact(path)
+    # the adapter itself (and PPO's value head), so the run alone can be evaluated again
+    for name in ("adapter_config.json", "adapter_model.safetensors", "value_head.safetensors", "README.md"):
+        path = Path(output_dir) / name
+        if path.is_file():
+            tracker.log_artifact(path, "adapter")
+    from .tracking import RUN_REFERENCE
+
+    tracker.write_reference(Path(output_dir) / RUN_REFERENCE)
 
 
 def tracked_run(cfg: dict[str, Any], method: str, args, sections: Sequence[str], **extra: Any):
     """The MLflow run of a training script (``args``: its model_dir, prompts and seed flags)."""
     from .tracking import start_run
 
-    params = run_params(cfg, sections, args.model_dir, args.prompts, args.seed, **extra)
-    tasks = "+".join(p.split("=", 1)[0] for p in args.prompts)
-    return start_run(cfg["mlflow"], f"{method}-{Path(args.model_dir).name}-{tasks}-seed{args.seed}", method, params)
+    from .records import data_params
+
+    files = dict(p.split("=", 1) for p in args.prompts)
+    params = {**run_params(cfg, sections, args.model_dir, args.prompts, args.seed, **extra), **data_params(files)}
+    tasks = "+".join(files)
+    tracker = start_run(cfg["mlflow"], f"{method}-{Path(args.model_dir).name}-{tasks}-seed{args.seed}", method, params)
+    tracker.log_datasets({f"{t}-train": f for t, f in files.items()}, "training")
+    return tracker
 
 
 def run_trainer_script(args, method: str, sections: Sequence[str], train, describe, **extra: Any) -> int:
@@ -212,6 +225,9 @@ def run_trainer_script(args, method: str, sections: Sequence[str], train, descri
     from .scopes import restrict
     from .tracking import MlflowTrainerCallback
 
+    from .cli import quiet_library_warnings
+
+    quiet_library_warnings()
     try:
         cfg = restrict(load_config(args.config, args.config_json, check=False), f"train_{method}")
         with tracked_run(cfg, method, args, sections, **extra) as tracker:
