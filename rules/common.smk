@@ -110,16 +110,16 @@ def sft_adapter(wildcards):
     return adapter_file("sft", wildcards.model, wildcards.train_set, wildcards.seed)
 
 
-def launcher(wildcards, resources):
-    """Own GPU slots, then `accelerate launch` with one process per GPU (one CPU process without)."""
+def launcher(wildcards, resources, threads):
+    """Own GPU slots and `threads` CPU threads, then `accelerate launch` with one process per GPU (one CPU process without)."""
     acc = config["training"]["accelerate_config"]
     cfg = f" --accelerate-config {acc}" if acc else ""
-    return f"python -m gluerl.gpus --count {resources.gpu} --accelerate{cfg} --"
+    return f"python -m gluerl.gpus --count {resources.gpu} --threads {threads} --accelerate{cfg} --"
 
 
-def gpu_slots(wildcards, resources):
-    """Own GPU slots for a single-process job (CUDA_VISIBLE_DEVICES set to them)."""
-    return f"python -m gluerl.gpus --count {resources.gpu} --"
+def gpu_slots(wildcards, resources, threads):
+    """Own GPU slots (CUDA_VISIBLE_DEVICES set to them) and `threads` CPU threads for a single-process job."""
+    return f"python -m gluerl.gpus --count {resources.gpu} --threads {threads} --"
 
 
 # ---- evaluation ----

@@ -98,3 +98,43 @@ def test_zero_gpus_and_slurm_pass_through(fake_gpus, monkeypatch):
                           "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
                          capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "5,6"  # SLURM's allocation is used as it is
+
+
+def _job_threads(extra_env: dict[str, str], *flags: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(extra_env)
+    out = subprocess.run([sys.executable, "-m", "gluerl.gpus", "--count", "0", *flags, "--", sys.executable, "-c",
+                          "import os; print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('MKL_NUM_THREADS'))"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_job_gets_its_rules_threads():
+    """Snakemake's {threads} reaches the job as OMP/MKL thread counts (else torch takes every core
+    for every job, and two jobs side by side fight over them)."""
+    assert _job_threads({}, "--threads", "1") == "1 1"
+    assert _job_threads({}, "--threads", "3") == "3 3"
+
+
+def test_exported_thread_count_wins_and_none_is_left_alone():
+    assert _job_threads({"OMP_NUM_THREADS": "2"}, "--threads", "1") == "2 1"
+    assert _job_threads({}) == "None None"
+
+
+def test_default_profile_runs_model_jobs_on_one_thread_each():
+    """The workstation profile gives every model job one thread, so `--cores 2` runs two side by side."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    prof = yaml.safe_load((root / "profiles/default/config.yaml").read_text())
+    threads = prof["set-threads"]
+    rules = (root / "rules").glob("*.smk")
+    launched = set()
+    for f in rules:
+        for block in ("\n" + f.read_text()).split("\nrule ")[1:]:
+            name = block.split(":", 1)[0].strip()
+            if "launch=launcher" in block or "gpus=gpu_slots" in block:
+                launched.add(name)
+    assert launched and launched == set(threads), (launched, threads)
+    assert all(v == 1 for v in threads.values())

@@ -104,9 +104,23 @@ def _slurm_gpus() -> int:
     return len([d for d in ids.split(",") if d.strip()])
 
 
-def run_with_gpus(count: int, cmd: list[str], accelerate: bool = False, accelerate_config: str | None = None) -> int:
-    """Run ``cmd`` with its own ``count`` GPUs; returns the command's exit status."""
-    env = dict(os.environ)
+def thread_env(env: dict[str, str], threads: int | None) -> dict[str, str]:
+    """``env`` with OMP/MKL thread counts set to the job's ``threads`` (a count the user exported wins).
+
+    PyTorch otherwise takes every core of the machine for each job: two jobs that Snakemake runs side
+    by side then fight over the same cores (OpenMP threads spin waiting for each other), each several
+    times slower than alone.
+    """
+    if threads and threads > 0:
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(key, str(threads))
+    return env
+
+
+def run_with_gpus(count: int, cmd: list[str], accelerate: bool = False, accelerate_config: str | None = None,
+                  threads: int | None = None) -> int:
+    """Run ``cmd`` with its own ``count`` GPUs and ``threads`` CPU threads; returns its exit status."""
+    env = thread_env(dict(os.environ), threads)
 
     def call(n_devices: int) -> int:
         full = accelerate_command(cmd, n_devices, accelerate_config) if accelerate else cmd
@@ -133,13 +147,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--count", type=int, required=True, help="GPUs the command needs (0: none)")
     p.add_argument("--accelerate", action="store_true", help="run the command (a script and its flags) with accelerate launch, one process per device")
     p.add_argument("--accelerate-config", metavar="FILE", help="Accelerate config file (config/accelerate/*.yaml)")
+    p.add_argument("--threads", type=int, help="CPU threads of the job (Snakemake's {threads}): OMP_NUM_THREADS and MKL_NUM_THREADS, unless already set")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command")
     args = p.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         p.error("give the command after --")
     try:
-        sys.exit(run_with_gpus(args.count, cmd, args.accelerate, args.accelerate_config))
+        sys.exit(run_with_gpus(args.count, cmd, args.accelerate, args.accelerate_config, args.threads))
     except (ConfigError, TimeoutError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
