@@ -170,7 +170,8 @@ def training_summaries(wildcards=None):
     sets = sorted({train_set(t) for t in TASKS if t.labelled})
     return [
         f"results/checkpoints/{m}/{model}/{s}/seed{seed}/train_summary.json"
-        for m in config["methods"] if m in TRAINED
+        for m in config["methods"]
+        if m in TRAINED
         for model in config["models"]
         for s in sets
         for seed in config["seeds"]
@@ -216,8 +217,9 @@ def submission_inputs(wildcards):
 
 def submission_flags(wildcards, input):
     tasks = submission_tasks(wildcards.benchmark)
-    return " ".join(f"--predictions {t.name}={input[f'pred_{t.name}']} --train {t.name}={input[f'train_{t.name}']}"
-                    for t in tasks)
+    return " ".join(
+        f"--predictions {t.name}={input[f'pred_{t.name}']} --train {t.name}={input[f'train_{t.name}']}" for t in tasks
+    )
 
 
 def submission_targets():
@@ -261,8 +263,10 @@ def transfer_eval_inputs(wildcards):
     """Model, the target's prompts and, for a trained method, the source task's adapter."""
     source = REGISTRY[transfer_source(wildcards)]
     tpl = template_for(wildcards.method, wildcards.seed)
-    inputs = {"model": f"results/models/{wildcards.model}",
-              "prompts": f"data/transfer/prompts/{tpl}/{wildcards.target}.jsonl"}
+    inputs = {
+        "model": f"results/models/{wildcards.model}",
+        "prompts": f"data/transfer/prompts/{tpl}/{wildcards.target}.jsonl",
+    }
     if wildcards.method in TRAINED:
         inputs["adapter"] = adapter_file(wildcards.method, wildcards.model, train_set(source), wildcards.seed)
     return inputs
@@ -316,6 +320,4 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method and 
 ):
     # set in every process that parses the workflow (the jobs' own too, on SLURM as well); a
     # setting, not a requirement, hence no envvars: directive
-    os.environ.update(
-        PYTHONPATH=os.pathsep.join(p for p in (SOURCE, os.environ.get("PYTHONPATH")) if p)
-    )
+    os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SOURCE, os.environ.get("PYTHONPATH")) if p))

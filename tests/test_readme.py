@@ -109,6 +109,8 @@ SKIPPED = [
      "moves the outputs of a finished `dvc repro` to or from a remote; tests/test_dvc.py round-trips them on a tiny model"),
     (r"^dvc checkout$", "restores the outputs of a finished `dvc repro` from the DVC cache; tests/test_dvc.py restores them with dvc pull"),
     (r"^mlflow ui\b", "starts a server that runs until stopped"),
+    (r"^python scripts/screenshots\.py\b", "needs Chromium and a finished run (its report, MLflow store and DVC page); "
+                                          "tests/test_pages.py takes screenshots of pages it builds, its --help runs below"),
     (r"^gluerl eval --model results/", "needs a prepared model (a workflow run's results/models/); "
                                       "tests/test_harness.py runs it on a tiny model, `gluerl eval --help` runs below"),
     (r"^python -m gluerl\.gpus$", "the launcher Snakemake puts before a GPU job's command, not a command alone; "
