@@ -115,6 +115,8 @@ SKIPPED = [
                                       "tests/test_harness.py runs it on a tiny model, `gluerl eval --help` runs below"),
     (r"^python -m gluerl\.gpus$", "the launcher Snakemake puts before a GPU job's command, not a command alone; "
                                   "tests/test_gpus.py runs it"),
+    (r"^python -m gluerl\.job$", "the wrapper Snakemake puts around every job's command, not a command alone; "
+                                 "tests/test_job.py runs it"),
     (r"^python scripts/gpu_check\.py\b", "measures bf16 evaluation and PPO on a GPU; its --help runs below"),
     (r"^python benchmarks/(ppo_vs_trl|eval_vs_paper)\.py\b",
      "a benchmark of minutes on a prepared model (and a TRL venv); its --help runs below"),
