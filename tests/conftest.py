@@ -32,6 +32,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def template_db(tmp_path_factory):
+    """An empty, migrated MLflow SQLite database: creating one takes seconds, copying it does not."""
+    from gluerl import tracking
+
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    tracking.check_store(f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture(scope="session")
 def mlflow_server_process(tmp_path_factory):
     """``mlflow server`` on a free loopback port, SQLite backend, artifacts proxied (--serve-artifacts).
 

@@ -28,14 +28,6 @@ def clean_env(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory):
-    """An empty, migrated MLflow SQLite database: creating one takes seconds, copying it does not."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.check_store(f"sqlite:///{db}")
-    return db
-
-
 @pytest.fixture
 def store(tmp_path, template_db):
     """The default store (``results/mlflow.db`` under the cwd), pre-made from the template; its URI."""

@@ -22,13 +22,6 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")  # on where a test says so
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory):
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    tracking.check_store(f"sqlite:///{db}")
-    return db
-
-
 @pytest.fixture
 def cfg(tmp_path, template_db):
     shutil.copy(template_db, tmp_path / "mlflow.db")
