@@ -170,6 +170,8 @@ def test_jobs_import_the_checkout_under_conda(tmp_path, conda):
         (dest.symlink_to(src, target_is_directory=src.is_dir()))
     (tmp_path / "src").symlink_to(REPO / "src", target_is_directory=True)
     (tmp_path / "model").mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):  # parsing checks names, loads nothing
+        (tmp_path / "model" / name).write_text("{}")
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(yaml.safe_dump({"tasks": ["sst2"], "methods": ["zeroshot"], "models": {"m": {"path": str(tmp_path / "model")}},
                                    "data": {"source": "embedded"}, "mlflow": {"enabled": False}}))

@@ -127,8 +127,10 @@ def test_dag_end_to_end_to_glue_csv(project):
             assert res["adapter"] == str(Path("results/checkpoints") / method / "tiny" / "multi" / f"seed{seed}")
     ppo_lines = (work / "results/checkpoints/sft_ppo/tiny/multi/seed1/metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in ppo_lines] == [1, 2]
+    # a CSV per setup (the report's figures) and one per method, every run in it (dvc.yaml's plots)
     assert sorted(p.name for p in (work / "results/plots/training").glob("*.csv")) == sorted(
-        f"{m}-tiny-multi-seed{s}.csv" for m in ("sft", "ppo", "sft_ppo", "grpo") for s in (1, 2))
+        [f"{m}-tiny-multi-seed{s}.csv" for m in ("sft", "ppo", "sft_ppo", "grpo") for s in (1, 2)]
+        + [f"{m}.csv" for m in ("sft", "ppo", "sft_ppo", "grpo")])
     assert (work / "results/plots/training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
     # a second run has nothing to do
@@ -188,7 +190,7 @@ def test_bad_row_fails_naming_file_and_line_and_keeps_results(project):
     ({"methods": ["zeroshot", "magic"]}, "methods"),
     ({"models": {"m": {"path": "/does/not/exist"}}}, "models.m.path: folder /does/not/exist does not exist"),
     ({"data": {"source": "local", "local_dir": "/no/such/dir"}}, "data.local_dir: folder /no/such/dir does not exist"),
-    ({"evaluation": {"batch_size": "big"}}, "['evaluation']['batch_size']"),
+    ({"evaluation": {"batch_size": "big"}}, "evaluation.batch_size: 'big' is not of type 'integer'"),
 ])
 def test_bad_config_fails_before_any_job(project, tmp_path, change, msg):
     root, work = project
