@@ -220,6 +220,9 @@ def build_parser():
                         "default sst2=200, rte=all (277)")
     p.add_argument("--shots", type=int, nargs="+", default=[0, 5], help="0 and/or k (default: %(default)s)")
     p.add_argument("--demo-seed", type=int, default=1, help="seed of our k-shot demonstrations (the prompt file's)")
+    p.add_argument("--max-new-tokens", type=int,
+                   help="max_new_tokens of ours and max_gen_toks of lm-eval (default: the config's, raised to the "
+                        "longest answer of --tasks, e.g. RTE's not_entailment</Judgement>, 10 SmolLM2 tokens)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size of every side (default: %(default)s)")
     p.add_argument("--chunks", type=int, default=2, help="length bands the rows alternate over (default: %(default)s)")
     p.add_argument("--rows", nargs="+", default=["gluerl", "generate", "choice"],
@@ -265,6 +268,13 @@ def main(argv=None):
     tok = load_tokenizer(args.model_dir)
     model = load_model(args.model_dir, dtype=ev["dtype"], device=ev["device"])
     load_ours = time.perf_counter() - t0
+    if args.max_new_tokens:
+        ev["max_new_tokens"] = args.max_new_tokens
+    else:  # the workflow refuses a budget below the longest answer (gluerl.budgets); so does this
+        from gluerl.budgets import longest_answer
+
+        need = longest_answer([get_task(t, cfg["task_files"]) for t in args.tasks], tok)[2]
+        ev["max_new_tokens"] = max(ev["max_new_tokens"], need)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
 
     builtin = None
