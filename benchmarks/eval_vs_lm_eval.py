@@ -51,8 +51,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's gluerl
+
+from gluerl.io import write_jsonl  # noqa: E402
+from gluerl.parsing import CLOSE_TAG as STOP  # noqa: E402
+
 TARGET = 3.0  # gluerl ex/s over lm-eval generate_until ex/s
-STOP = "</Judgement>"
 
 
 # -- task export (no lm_eval needed) ----------------------------------------------------------------
@@ -114,14 +118,6 @@ def write_task(folder: Path, config: dict, docs: list[dict] | None = None) -> Pa
     out = folder / f"{config['task']}.yaml"
     out.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return out
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    return path
 
 
 def bands(n_items: int, lengths, n: int) -> list[list[int]]:
@@ -245,7 +241,6 @@ def main(argv=None):
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="gluerl-lmeval-"))
     os.environ.setdefault("HF_DATASETS_CACHE", str(work / "hf-datasets"))
-    sys.path.insert(0, str(ROOT / "src"))  # this checkout's gluerl
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     import torch

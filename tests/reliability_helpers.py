@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,6 +90,15 @@ def wait_for(cond: Callable[[], bool], proc: subprocess.Popen, log: Path, timeou
             kill_group(proc)
             raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
         time.sleep(0.02)
+
+
+def finished_counts(logs: list[Path]) -> dict[str, int]:
+    """Rule -> jobs Snakemake reported finished (``Finished jobid: N (Rule: R)``) in these logs."""
+    counts: dict[str, int] = {}
+    for log in logs:
+        for rule in re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", log.read_text(errors="replace")):
+            counts[rule] = counts.get(rule, 0) + 1
+    return counts
 
 
 def descendants(pid: int) -> list:

@@ -23,13 +23,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import clone, descendants, make_project, run_smk, start_smk
+from reliability_helpers import clone, descendants, finished_counts, make_project, run_smk, start_smk
 
 # every kind of rule the default target runs, in the order the DAG reaches them
 RULES = ["download_dataset", "format_prompts", "prepare_model", "train_sft", "train_ppo", "train_grpo",
@@ -98,14 +97,6 @@ def wait_group_gone(pgid: int, timeout: float = 60) -> float:
             raise AssertionError(f"processes of the killed run still alive after {timeout} s")
         time.sleep(0.05)
     return time.monotonic() - t0
-
-
-def finished_counts(logs: list[Path]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for log in logs:
-        for rule in re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", log.read_text(errors="replace")):
-            counts[rule] = counts.get(rule, 0) + 1
-    return counts
 
 
 def watched_run(work: Path, log: Path) -> dict[str, float]:

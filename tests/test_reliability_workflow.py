@@ -19,7 +19,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from reliability_helpers import make_project, run_smk, start_smk, wait_for, write_config
+from reliability_helpers import finished_counts, make_project, run_smk, start_smk, wait_for, write_config
 from test_workflow import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,7 @@ def test_sigint_during_evaluation_then_rerun(tmp_path):
 
     def second_eval_generating():
         # an evaluation Snakemake has finished (its outputs on disk are not enough: the job may not have exited)
-        if not re.search(r"Finished jobid: \d+ \(Rule: evaluate_model\)", log.read_text(errors="replace")):
+        if not finished_counts([log]).get("evaluate_model"):
             return False
         for lg in (work / "logs/evaluate_model").rglob("*.log"):
             name = lg.relative_to(work / "logs/evaluate_model").with_suffix("")
