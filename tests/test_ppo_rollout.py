@@ -80,3 +80,50 @@ def test_trimming_left_padding_changes_no_output(trainer):
         row_logits, row_values = model(ids["input_ids"][1:2], ids["attention_mask"][1:2], 4)
     torch.testing.assert_close(full_logits[1:2], row_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(full_values[1:2], row_values, atol=1e-5, rtol=1e-5)
+
+
+def test_rollout_lays_prompts_out_behind_their_shared_start(trainer):
+    roll = trainer.rollout(trainer.records[:4])
+    P = roll["prefix_len"]
+    assert P >= 8, "the chat template and the instruction are shared"
+    ids, mask = roll["input_ids"], roll["attention_mask"]
+    assert bool((ids[:, :P] == ids[:1, :P]).all()) and bool(mask[:, :P].all())
+    trainer.ppo["share_prefix"] = False
+    try:
+        enc, plain = trainer.encode_prompts([r["prompt"] for r in trainer.records[:4]])
+    finally:
+        trainer.ppo["share_prefix"] = True
+    assert plain == 0 and not bool(enc["attention_mask"][:, -1].eq(0).any())  # plain left padding
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_shared_prefix_pass_gives_the_whole_rows_outputs_and_gradients(trainer, reference):
+    """The prefix once (a batch of one, keys and values expanded to every row) gives the logits,
+    values and gradients of running every row whole."""
+    roll = trainer.rollout(trainer.records[:4])
+    P, R = roll["prefix_len"], roll["response"].shape[1]
+    assert P > 0
+    model = trainer.model
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(prefix_len):
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        if reference:
+            with torch.no_grad():
+                return model.reference_logits(roll["input_ids"], roll["attention_mask"], R, prefix_len), None, None
+        logits, values = model(roll["input_ids"], roll["attention_mask"], R, prefix_len)
+        m = roll["mask"]
+        loss = (logprobs_from_logits(logits, roll["response"]) * m).sum() + (values * m).pow(2).sum()
+        loss.backward()
+        return logits.detach(), values.detach(), [p.grad.clone() for p in params]
+
+    whole_logits, whole_values, whole_grads = run(0)
+    shared_logits, shared_values, shared_grads = run(P)
+    torch.testing.assert_close(shared_logits, whole_logits, atol=1e-5, rtol=1e-5)
+    if not reference:
+        torch.testing.assert_close(shared_values, whole_values, atol=1e-5, rtol=1e-5)
+        assert sum(float(g.abs().sum()) for g in whole_grads) > 0
+        for a, b in zip(shared_grads, whole_grads):  # float rounding only: relative to each gradient's size
+            assert float((a - b).norm()) <= 1e-4 * float(b.norm()) + 1e-7, float((a - b).norm() / b.norm())
+    model.zero_grad(set_to_none=True)

@@ -252,17 +252,18 @@ def cascade(model, prefix_len: int):
         _CASCADE_PREFIX.reset(token)
 
 
-def _cache_kwarg() -> str:
-    """``generate``'s name for a given cache: ``cache`` since transformers 5.24 (``past_key_values``,
-    deprecated there, before)."""
+def cache_kwarg() -> str:
+    """The name of a given cache in ``generate`` and in a model's ``forward``: ``cache`` since
+    transformers 5.24 (``past_key_values``, deprecated there, before)."""
     import transformers
     from packaging.version import Version
 
     return "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 
 
-def _batch_inputs(tokenizer, seqs, prefix_len, device):
-    """input_ids/attention_mask laid out as [prefix][left padding][suffix]."""
+def shared_prefix_batch(tokenizer, seqs, prefix_len, device):
+    """input_ids/attention_mask of token lists ``seqs`` whose first ``prefix_len`` tokens are the same,
+    laid out as [prefix][left padding][suffix] (plain left padding for ``prefix_len`` 0)."""
     import torch
 
     width = max(len(s) for s in seqs) - prefix_len
@@ -306,15 +307,15 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12,
     with torch.inference_mode(), cascade(model, prefix_len if cascade_prefix else 0):
         for b in range(0, len(order), batch_size):
             ids = order[b : b + batch_size]
-            batch = _batch_inputs(tokenizer, [enc[i] for i in ids], prefix_len, device)
+            batch = shared_prefix_batch(tokenizer, [enc[i] for i in ids], prefix_len, device)
             past = batch_cache(cache, len(ids), batch["input_ids"].shape[1] + max_new_tokens)
             if past is not None:
-                gen = model.generate(**batch, **{_cache_kwarg(): past}, **gen_kw)
+                gen = model.generate(**batch, **{cache_kwarg(): past}, **gen_kw)
             else:  # a cache class this module does not know: copy the prefix per sequence
                 past = copy.deepcopy(cache) if cache is not None else None
                 if past is not None:
                     past.batch_repeat_interleave(len(ids))
-                gen = model.generate(**batch, **({_cache_kwarg(): past} if past is not None else {}), **gen_kw)
+                gen = model.generate(**batch, **({cache_kwarg(): past} if past is not None else {}), **gen_kw)
             new = gen[:, batch["input_ids"].shape[1]:]
             for i, text in zip(ids, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 out[i] = cut_at_stop(text, stop)

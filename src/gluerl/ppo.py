@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFERENCE_ADAPTER = "reference"  # PEFT name of the frozen copy of the starting adapter (sft_ppo)
+MIN_SHARED_PREFIX = 8  # shorter shared starts are not worth a pass of their own (ppo.share_prefix)
 
 # --------------------------------------------------------------------------------------------
 # Pure functions: tensors [batch, resp_len] with a float mask
@@ -299,31 +300,30 @@ class PolicyWithValueHead(nn.Module):
             raise ConfigError(f"ppo.value_head_init must be zero or normal, not {value_head_init!r}")
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int,
+                prefix_len: int = 0):
         """Logits [B, R, V] and values [B, R] for the last ``n_response`` tokens of ``input_ids``.
 
         Position ``t`` of the outputs is the prediction *for* response token ``t`` (made from the
         state before it). Position ids follow the attention mask, as in ``generate`` (left padding).
+        ``prefix_len``: the first columns are the same tokens in every row (:func:`shared_forward`).
         """
-        input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          output_hidden_states=True, use_cache=False, logits_to_keep=n_response + 1)
+        out = shared_forward(self.policy, input_ids, attention_mask, prefix_len, output_hidden_states=True,
+                             logits_to_keep=n_response + 1)
         hidden = out.hidden_states[-1][:, -(n_response + 1):-1]
         values = self.value_head(hidden.float()).squeeze(-1)
         return out.logits[:, :-1], values
 
-    def reference_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int):
+    def reference_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int,
+                         prefix_len: int = 0):
         """Logits [B, R, V] of the reference policy for the last ``n_response`` tokens; no values.
 
         The reference is the frozen ``reference`` adapter when the model has one, else the base model
         (adapter off). Call it without gradients: the adapters' ``requires_grad`` are switched for the pass.
         """
-        input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         with self.reference_policy():
-            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              use_cache=False, logits_to_keep=n_response + 1)
+            out = shared_forward(self.policy, input_ids, attention_mask, prefix_len,
+                                 logits_to_keep=n_response + 1)
         return out.logits[:, :-1]
 
     @contextmanager
@@ -340,7 +340,7 @@ class PolicyWithValueHead(nn.Module):
         finally:
             self.policy.set_adapter(active)  # trainable again, the reference frozen
 
-    def generate(self, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def generate(self, prefix_len: int = 0, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``policy.generate(**kwargs)`` that also returns, for every generated token, the raw logits it
         was sampled from and the value of the state it was sampled in: ``(sequences, logits [B, R, V],
         values [B, R])``, where R is the number of generated tokens.
@@ -349,12 +349,25 @@ class PolicyWithValueHead(nn.Module):
         :meth:`forward`) at the last position of every forward pass of ``generate`` (prefill, then
         one decoding step per token): the same numbers a separate forward pass over the finished
         sequences gives, up to floating-point rounding, without running it.
+
+        ``prefix_len``: the first columns of ``input_ids`` are the same tokens in every row; their keys
+        and values are computed once (a batch of one) and copied into every row's cache, and attention
+        reads them once per layer (:func:`gluerl.generation.cascade`).
         """
+        from .generation import batch_cache, cascade, cache_kwarg
+
+        if prefix_len > 0:
+            rows, width = kwargs["input_ids"].shape
+            with torch.no_grad():
+                prefix = prefix_forward(self.policy, kwargs["input_ids"][:1, :prefix_len])
+            capacity = width + int(kwargs["generation_config"].max_new_tokens)
+            kwargs[cache_kwarg()] = batch_cache(prefix, rows, capacity)
         head = self.policy.get_output_embeddings()
         states: list[torch.Tensor] = []
         hook = head.register_forward_pre_hook(lambda _module, args: states.append(args[0][:, -1].detach()))
         try:
-            out = self.policy.generate(**kwargs, return_dict_in_generate=True, output_logits=True)
+            with cascade(self.policy, prefix_len):
+                out = self.policy.generate(**kwargs, return_dict_in_generate=True, output_logits=True)
         finally:
             hook.remove()
         n = len(out.logits)
@@ -365,13 +378,55 @@ class PolicyWithValueHead(nn.Module):
 
 
 def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop the leading columns that are padding in every row (left padding of a sub-batch).
+    """Drop the columns that are padding in every row (left padding of a sub-batch, or the padding
+    between a shared prefix and the rows' own tokens).
 
     Positions come from the attention mask, so the outputs of the remaining tokens do not change.
     """
-    keep = attention_mask.any(dim=0)
-    first = int(keep.long().argmax()) if bool(keep.any()) else 0
-    return input_ids[:, first:], attention_mask[:, first:]
+    keep = attention_mask.bool().any(dim=0)
+    if bool(keep.all()) or not bool(keep.any()):
+        return input_ids, attention_mask
+    return input_ids[:, keep], attention_mask[:, keep]
+
+
+def prefix_forward(policy: nn.Module, prefix_ids: torch.Tensor):
+    """The cache (keys and values) of ``prefix_ids`` [1, P]: one row, positions 0..P-1."""
+    out = policy(input_ids=prefix_ids, use_cache=True, logits_to_keep=1)
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def shared_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_len: int = 0,
+                   **kwargs):
+    """``policy(...)`` over left-padded rows, positions from the attention mask, without a cache.
+
+    With ``prefix_len`` > 0 the first ``prefix_len`` columns are the same tokens in every row
+    (``[prefix][padding][own tokens]``): the prefix runs once, as a batch of one, its keys and values
+    are expanded to every row and the rest runs on top of them. The outputs (logits, hidden states)
+    are those of the rows' own columns, the same numbers as the whole rows give up to float
+    rounding; under autograd the gradient flows back through the expanded keys and values into the
+    prefix's pass, so it is the whole rows' gradient too. Columns that are padding in every row are
+    dropped first (:func:`trim_left_padding`).
+    """
+    from transformers.cache_utils import DynamicCache
+
+    from .generation import cache_kwarg
+
+    rows = input_ids.shape[0]
+    if prefix_len > 0:  # the prefix columns must survive the trim: they are never padding
+        head, tail = trim_left_padding(input_ids[:, prefix_len:], attention_mask[:, prefix_len:])
+        input_ids = torch.cat([input_ids[:, :prefix_len], head], 1)
+        attention_mask = torch.cat([attention_mask[:, :prefix_len], tail], 1)
+    else:
+        input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    if prefix_len <= 0:
+        return policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=False, **kwargs)
+    prefix = prefix_forward(policy, input_ids[:1, :prefix_len])
+    past = DynamicCache(ddp_cache_data=[(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
+                                        for layer in prefix.layers])
+    return policy(input_ids=input_ids[:, prefix_len:], attention_mask=attention_mask,
+                  position_ids=position_ids[:, prefix_len:], use_cache=True, **{cache_kwarg(): past}, **kwargs)
 
 
 def sampling_config(ppo: dict[str, Any], eos_token_id: Sequence[int], pad_token_id: int | None,
@@ -641,19 +696,33 @@ class PPOTrainer:
         entry.update(last_step=self.step, steps=entry["steps"] + 1, share=share)
 
     # -- one step -----------------------------------------------------------------------------
+    def encode_prompts(self, prompts: Sequence[str]) -> tuple[dict[str, torch.Tensor], int]:
+        """``input_ids``/``attention_mask`` of ``prompts`` and the length of the start they share.
+
+        With ``ppo.share_prefix`` (and a shared start of at least :data:`MIN_SHARED_PREFIX` tokens)
+        the rows are laid out as ``[shared prefix][padding][own tokens]``, else left-padded (prefix 0).
+        """
+        from .generation import common_prefix_length, shared_prefix_batch
+
+        ids = self.tok(list(prompts), add_special_tokens=False)["input_ids"]
+        prefix_len = common_prefix_length(ids) if self.ppo["share_prefix"] else 0
+        if prefix_len < MIN_SHARED_PREFIX:
+            prefix_len = 0
+        return shared_prefix_batch(self.tok, ids, prefix_len, self.device), prefix_len
+
     @torch.no_grad()
     def rollout(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Sample completions for ``records`` and score them: everything the update needs."""
         ppo, model = self.ppo, self.model
         t0 = time.perf_counter()
         model.eval()
-        enc = self.tok([r["prompt"] for r in records], add_special_tokens=False, padding=True,
-                       return_tensors="pt").to(self.device)
+        enc, prefix_len = self.encode_prompts([r["prompt"] for r in records])
         max_new = random.randint(ppo["min_new_tokens"], ppo["max_new_tokens"])
         # the sampling pass also gives the policy's log-probs (its logits) and the values (value head on
         # its last hidden states): no second forward pass of the policy over the rollout
         gen_config = sampling_config(ppo, self.eos_ids, self.tok.pad_token_id, max_new)
-        sequences, gen_logits, values = model.generate(**enc, generation_config=gen_config, tokenizer=self.tok)
+        sequences, gen_logits, values = model.generate(prefix_len, **enc, generation_config=gen_config,
+                                                       tokenizer=self.tok)
         response = sequences[:, enc["input_ids"].shape[1]:]
         mask = response_mask(response, self.tok, CLOSE_TAG, self.eos_ids)
         R, T, mb = response.shape[1], ppo["temperature"], ppo["mini_batch_size"]
@@ -671,14 +740,14 @@ class PPOTrainer:
         # the reference is the same model with the reference adapter (or none), in chunks of mini_batch_size
         ref_logprobs = []
         for chunk in (slice(s, s + mb) for s in range(0, len(records), mb)):
-            ref_logits = model.reference_logits(input_ids[chunk], attention_mask[chunk], R)
+            ref_logits = model.reference_logits(input_ids[chunk], attention_mask[chunk], R, prefix_len)
             ref_logprobs.append(logprobs_from_logits(ref_logits.float() / T, response[chunk]))
         t2 = time.perf_counter()
         return {
             "input_ids": input_ids, "attention_mask": attention_mask, "response": response, "mask": mask.float(),
             "logprobs": logprobs, "ref_logprobs": torch.cat(ref_logprobs), "values": values, "entropy": entropy,
             "scores": torch.tensor(scores, dtype=torch.float32, device=self.device),
-            "texts": texts, "preds": preds, "max_new_tokens": max_new,
+            "texts": texts, "preds": preds, "max_new_tokens": max_new, "prefix_len": prefix_len,
             "seconds_generation": t1 - t0, "seconds_scoring": t2 - t1,
         }
 
@@ -704,7 +773,8 @@ class PPOTrainer:
                 group_size = min(ga, n_mb - group_start)
                 sync = k == group_start + group_size - 1
                 with nullcontext() if sync else self.acc.no_sync(self.net):
-                    logits, values = self.net(roll["input_ids"][idx], roll["attention_mask"][idx], R)
+                    logits, values = self.net(roll["input_ids"][idx], roll["attention_mask"][idx], R,
+                                              roll["prefix_len"])
                     logprobs = logprobs_from_logits(logits.float() / T, roll["response"][idx])
                     m = mask[idx]
                     pl, clipfrac, approx_kl = policy_loss(logprobs, roll["logprobs"][idx], advantages[idx], m,
