@@ -59,6 +59,8 @@ def test_captions_render_with_the_config(config_file):
     cfg = load_config(REPO / config_file)
     html = render("report/workflow.rst", cfg)
     assert ", ".join(cfg["tasks"]) in html and cfg["data"]["source"] in html
+    reward = cfg["ppo"]["reward"]  # the rule as configured (it said -1.5 for an unparseable answer, the default is -3)
+    assert f"{reward['correct']} right, {reward['wrong']} wrong, {reward['invalid']} for an answer" in " ".join(html.split())
     for path in captions():
         html = render(path, cfg, benchmark="glue", setup="ppo-tiny-sst2")
         assert "Made" in html or "Same records" in html, path  # says what made it
