@@ -397,7 +397,7 @@ def prefix_forward(policy: nn.Module, prefix_ids: torch.Tensor):
 
 def shared_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_len: int = 0,
                    **kwargs):
-    """``policy(...)`` over left-padded rows, positions from the attention mask, without a cache.
+    """``policy(...)`` over left-padded rows (no cache kept), positions from the attention mask.
 
     With ``prefix_len`` > 0 the first ``prefix_len`` columns are the same tokens in every row
     (``[prefix][padding][own tokens]``): the prefix runs once, as a batch of one, its keys and values
@@ -423,8 +423,13 @@ def shared_forward(policy: nn.Module, input_ids: torch.Tensor, attention_mask: t
         return policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                       use_cache=False, **kwargs)
     prefix = prefix_forward(policy, input_ids[:1, :prefix_len])
+    layers = getattr(prefix, "layers", None)
+    if type(prefix) is not DynamicCache or not layers or any(getattr(l, "keys", None) is None for l in layers):
+        # a cache of another kind (sliding windows, ...): the whole rows, as without a shared prefix
+        return policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=False, **kwargs)
     past = DynamicCache(ddp_cache_data=[(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
-                                        for layer in prefix.layers])
+                                        for layer in layers])
     return policy(input_ids=input_ids[:, prefix_len:], attention_mask=attention_mask,
                   position_ids=position_ids[:, prefix_len:], use_cache=True, **{cache_kwarg(): past}, **kwargs)
 
