@@ -14,7 +14,8 @@ Per task and number of shots, on the first ``--limit`` validation rows:
 
 - gluerl: ``gluerl.evaluation.evaluate_split`` with the ``evaluation`` section of ``--config``
   (batched, length-sorted, shared-prefix KV cache and cascade attention, greedy, stop at
-  ``</Judgement>``), in this process, fp32 (the workflow's CPU default);
+  ``</Judgement>``), in this process, on the config's ``evaluation.device`` and ``dtype`` (on a
+  CPU: fp32);
 - vLLM: ``LLM(model, dtype, enable_prefix_caching=True)`` and one ``generate`` call over all the
   prompts (its scheduler batches them: continuous batching, prefix caching), greedy
   (``temperature=0``), ``stop=["</Judgement>"]``, the same ``max_tokens``; once per
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     limits = parse_limits(args.limit, args.tasks)
     tok = load_tokenizer(args.model_dir)
     t0 = time.perf_counter()
-    model = load_model(args.model_dir, dtype=ev["dtype"], device="cpu")
+    model = load_model(args.model_dir, dtype=ev["dtype"], device=ev["device"])
     load_ours = time.perf_counter() - t0
     tasks = [get_task(t, cfg["task_files"]) for t in args.tasks]
     ev["max_new_tokens"] = max(ev["max_new_tokens"], longest_answer(tasks, tok)[2])
