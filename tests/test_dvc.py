@@ -3,8 +3,8 @@ model in a temporary git repository: repro, a second repro that runs nothing, me
 
 from __future__ import annotations
 
-import ast
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -42,43 +42,12 @@ def dvc_vars() -> dict:
 
 # ---------------------------------------------------------------- declarations (fast) ----
 
-def gluerl_imports(path: Path) -> set[str]:
-    """gluerl modules a file imports (top level or inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:  # inside the package: from .x import y / from . import x
-                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif node.module == "gluerl":
-                found |= {a.name for a in node.names}
-            elif node.module and node.module.startswith("gluerl."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("gluerl.")}
-    return {m for m in found if (REPO / "src/gluerl" / f"{m}.py").is_file()}
-
-
-def import_closure(files: list[Path]) -> set[str]:
-    todo = set().union(*(gluerl_imports(f) for f in files)) if files else set()
-    seen: set[str] = set()
-    while todo:
-        mod = todo.pop()
-        if mod not in seen:
-            seen.add(mod)
-            todo |= gluerl_imports(REPO / "src/gluerl" / f"{mod}.py") - seen
-    return seen
-
-
-def helper_modules() -> dict[str, str]:
-    """rules/common.smk helpers that launch `python -m gluerl.X` (e.g. gpu_slots -> gpus)."""
-    text = (REPO / "rules/common.smk").read_text()
-    out = {}
-    for block in re.split(r"\n(?=def )", text):
-        m = re.match(r"def (\w+)", block)
-        for mod in re.findall(r"python -m gluerl\.(\w+)", block):
-            if m:
-                out[m.group(1)] = mod
-    return out
+def dvc_deps_tool():
+    """.ci/dvc_deps.py, which derives each stage's package deps from the code it runs."""
+    spec = importlib.util.spec_from_file_location("dvc_deps", REPO / ".ci/dvc_deps.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.mark.parametrize("name", STAGES)
@@ -86,23 +55,32 @@ def test_stage_code_deps_are_exactly_what_it_runs(name):
     stage = dvc_yaml()["stages"][name]
     deps = set(stage["deps"])
     assert PLANNING <= deps, f"stage {name}: add {sorted(PLANNING - deps)} to deps"
-    rule_files = [REPO / d for d in deps if d.startswith("rules/") and d != "rules/common.smk"]
-    assert rule_files, name
-    rules_text = "\n".join(f.read_text() for f in rule_files)
-    scripts = set(re.findall(r"scripts/\w+\.py", rules_text))
+    assert any(d.startswith("rules/") and d != "rules/common.smk" for d in deps), name
+    scripts, code = dvc_deps_tool().stage_code(sorted(deps))
     declared_scripts = {d for d in deps if d.startswith("scripts/")}
     assert declared_scripts == scripts, f"stage {name}: scripts deps should be {sorted(scripts)}"
-    launched = set(re.findall(r"python -m gluerl\.(\w+)", rules_text))
-    launched |= {mod for helper, mod in helper_modules().items() if re.search(rf"\b{helper}\b", rules_text)}
-    files = [REPO / s for s in scripts] + [REPO / "src/gluerl" / f"{m}.py" for m in launched]
-    expected = {f"src/gluerl/{m}.py" for m in import_closure(files) | launched} | {
-        d for d in PLANNING if d.endswith(".py")}
     declared = {d for d in deps if d.startswith("src/gluerl/") and d.endswith(".py")}
-    assert declared == expected, (f"stage {name}: add {sorted(expected - declared)}, "
-                                  f"remove {sorted(declared - expected)} (deps in dvc.yaml)")
+    assert declared == code, (f"stage {name}: add {sorted(code - declared)}, remove {sorted(declared - code)}"
+                              " (run `python .ci/dvc_deps.py`)")
     for d in deps:
         if not d.startswith(("data/", "results/")):
             assert (REPO / d).exists(), f"stage {name}: dependency {d} does not exist"
+
+
+def test_dvc_deps_tool_rewrites_a_stale_stage_and_keeps_the_rest(tmp_path):
+    """A dropped import dep and a stray one: --check names them, the rewrite restores the file exactly."""
+    tool = dvc_deps_tool()
+    text = (REPO / "dvc.yaml").read_text()
+    stale = text.replace("      - src/gluerl/generation.py\n", "", 1)
+    stale = stale.replace("      - src/gluerl/data.py\n", "      - src/gluerl/data.py\n      - src/gluerl/sft.py\n", 1)
+    assert stale != text
+    path = tmp_path / "dvc.yaml"
+    path.write_text(stale)
+    assert tool.main(["--check", "--dvc-yaml", str(path)]) == 1
+    assert path.read_text() == stale
+    assert tool.main(["--dvc-yaml", str(path)]) == 0
+    assert path.read_text() == text
+    assert tool.main(["--check", "--dvc-yaml", str(path)]) == 0
 
 
 def test_stages_outputs_and_params():
