@@ -110,6 +110,11 @@ def sft_adapter(wildcards):
     return adapter_file("sft", wildcards.model, wildcards.train_set, wildcards.seed)
 
 
+def init_adapter_flag(wildcards, input):
+    """train_sft_ppo's start: the SFT adapter's folder (the shell takes the file's dirname, as for --output-dir)."""
+    return f"--init-adapter $(dirname {input.init}) "
+
+
 def launcher(wildcards, resources, threads):
     """Own GPU slots and `threads` CPU threads, then `accelerate launch` with one process per GPU (one CPU process without)."""
     acc = config["training"]["accelerate_config"]

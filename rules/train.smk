@@ -16,8 +16,10 @@ rule train_sft:
     benchmark:
         "results/benchmarks/train_sft/{model}/{train_set}/seed{seed}.tsv"
     params:
+        script="scripts/train_sft.py",
         cfg=stage_config("train_sft"),
         prompts=prompts_flags,
+        init="",
         launch=launcher,
     threads: 2
     resources:
@@ -27,15 +29,13 @@ rule train_sft:
         "../envs/torch.yaml"
     priority: 40
     shell:
-        "GLUERL_RULE=train_sft python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
-        "{params.launch} scripts/train_sft.py --config-json {params.cfg:q} --model-dir {input.model} "
-        "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"
+        "GLUERL_RULE={rule} python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
+        "{params.launch} {params.script} --config-json {params.cfg:q} --model-dir {input.model} "
+        "{params.prompts} {params.init}--output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"
 
 
-rule train_ppo:
-    input:
-        unpack(train_prompts),
-        model="results/models/{model}",
+# The other methods are train_sft with their own outputs, script, config and priority.
+use rule train_sft as train_ppo with:
     output:
         adapter="results/checkpoints/ppo/{model}/{train_set}/seed{seed}/adapter_model.safetensors",
         summary="results/checkpoints/ppo/{model}/{train_set}/seed{seed}/train_summary.json",
@@ -44,23 +44,16 @@ rule train_ppo:
     benchmark:
         "results/benchmarks/train_ppo/{model}/{train_set}/seed{seed}.tsv"
     params:
+        script="scripts/train_ppo.py",
         cfg=stage_config("train_ppo"),
         prompts=prompts_flags,
+        init="",
         launch=launcher,
-    threads: 2
-    resources:
-        mem_mb=16000,
-        gpu=1,
-    conda:
-        "../envs/torch.yaml"
     priority: 10
-    shell:
-        "GLUERL_RULE=train_ppo python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
-        "{params.launch} scripts/train_ppo.py --config-json {params.cfg:q} --model-dir {input.model} "
-        "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"
 
 
-rule train_sft_ppo:
+# PPO from the SFT adapter of the same model, train set and seed (KL to it)
+use rule train_sft as train_sft_ppo with:
     input:
         unpack(train_prompts),
         model="results/models/{model}",
@@ -73,27 +66,15 @@ rule train_sft_ppo:
     benchmark:
         "results/benchmarks/train_sft_ppo/{model}/{train_set}/seed{seed}.tsv"
     params:
+        script="scripts/train_ppo.py",
         cfg=stage_config("train_sft_ppo"),
         prompts=prompts_flags,
+        init=init_adapter_flag,
         launch=launcher,
-    threads: 2
-    resources:
-        mem_mb=16000,
-        gpu=1,
-    conda:
-        "../envs/torch.yaml"
     priority: 30
-    shell:
-        "GLUERL_RULE=train_sft_ppo python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
-        "{params.launch} scripts/train_ppo.py --config-json {params.cfg:q} --model-dir {input.model} "
-        "{params.prompts} --init-adapter $(dirname {input.init}) --output-dir $(dirname {output.adapter}) "
-        "--seed {wildcards.seed} > {log} 2>&1"
 
 
-rule train_grpo:
-    input:
-        unpack(train_prompts),
-        model="results/models/{model}",
+use rule train_sft as train_grpo with:
     output:
         adapter="results/checkpoints/grpo/{model}/{train_set}/seed{seed}/adapter_model.safetensors",
         summary="results/checkpoints/grpo/{model}/{train_set}/seed{seed}/train_summary.json",
@@ -102,17 +83,9 @@ rule train_grpo:
     benchmark:
         "results/benchmarks/train_grpo/{model}/{train_set}/seed{seed}.tsv"
     params:
+        script="scripts/train_grpo.py",
         cfg=stage_config("train_grpo"),
         prompts=prompts_flags,
+        init="",
         launch=launcher,
-    threads: 2
-    resources:
-        mem_mb=16000,
-        gpu=1,
-    conda:
-        "../envs/torch.yaml"
     priority: 20
-    shell:
-        "GLUERL_RULE=train_grpo python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
-        "{params.launch} scripts/train_grpo.py --config-json {params.cfg:q} --model-dir {input.model} "
-        "{params.prompts} --output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"

@@ -11,13 +11,15 @@ RULES = Path(__file__).resolve().parents[1] / "rules"
 
 
 def priorities() -> dict[str, int]:
+    """Each rule's priority, a derived rule (`use rule a as b with:`) keeping its parent's unless it sets one."""
     out = {}
-    for smk in RULES.glob("*.smk"):
-        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M):
-            m = re.match(r"rule (\w+):", block)
+    for smk in sorted(RULES.glob("*.smk")):
+        for block in re.split(r"^(?=rule |use rule )", smk.read_text(), flags=re.M):
+            m = re.match(r"rule (\w+):|use rule (\w+) as (\w+) with:", block)
             if m:
                 p = re.search(r"^    priority: (\d+)$", block, flags=re.M)
-                out[m.group(1)] = int(p.group(1)) if p else 0
+                name, parent = (m.group(1), None) if m.group(1) else (m.group(3), m.group(2))
+                out[name] = int(p.group(1)) if p else out.get(parent, 0)
     return out
 
 
