@@ -128,15 +128,24 @@ def gpu_slots(wildcards, resources, threads):
 
 
 # ---- evaluation ----
-def eval_inputs(wildcards):
-    task = REGISTRY[wildcards.task]
-    tpl = template_for(wildcards.method, wildcards.seed)
-    inputs = {"model": f"results/models/{wildcards.model}"}
-    for split in task.eval_splits:
-        inputs[f"prompts_{split}"] = f"data/prompts/{tpl}/{task.name}/{split}.jsonl"
-    if wildcards.method in TRAINED:
-        inputs["adapter"] = adapter_file(wildcards.method, wildcards.model, train_set(task), wildcards.seed)
+def split_inputs(splits_of):
+    """Input function of a job that scores one method on the splits `splits_of(task)` lists: the model,
+    each split's prompts (the method's template) and, for a trained method, its adapter."""
+
+    def inputs(wildcards):
+        task = REGISTRY[wildcards.task]
+        tpl = template_for(wildcards.method, wildcards.seed)
+        out = {"model": f"results/models/{wildcards.model}"}
+        for split in splits_of(task):
+            out[f"prompts_{split}"] = f"data/prompts/{tpl}/{task.name}/{split}.jsonl"
+        if wildcards.method in TRAINED:
+            out["adapter"] = adapter_file(wildcards.method, wildcards.model, train_set(task), wildcards.seed)
+        return out
+
     return inputs
+
+
+eval_inputs = split_inputs(lambda task: task.eval_splits)
 
 
 def eval_flags(wildcards, input):
@@ -201,15 +210,7 @@ def test_predictions(method, model, seed, task):
     return f"results/test_predictions/{method}/{model}/seed{seed}/{task}.jsonl"
 
 
-def predict_inputs(wildcards):
-    task = REGISTRY[wildcards.task]
-    tpl = template_for(wildcards.method, wildcards.seed)
-    inputs = {"model": f"results/models/{wildcards.model}"}
-    for split in task.test_splits:
-        inputs[f"prompts_{split}"] = f"data/prompts/{tpl}/{task.name}/{split}.jsonl"
-    if wildcards.method in TRAINED:
-        inputs["adapter"] = adapter_file(wildcards.method, wildcards.model, train_set(task), wildcards.seed)
-    return inputs
+predict_inputs = split_inputs(lambda task: task.test_splits)
 
 
 def submission_inputs(wildcards):
