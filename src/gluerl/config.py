@@ -89,6 +89,12 @@ def validate(cfg: dict, source: str = "config") -> dict:
     return cfg
 
 
+def section(name: str, values: dict | None = None, source: str = "config") -> dict:
+    """One top-level section (``evaluation``, ``sft``, ...) validated, with the schema's defaults filled
+    in: code that takes a section reads its keys with ``[]`` and never repeats a default."""
+    return validate({name: copy.deepcopy(values) if values is not None else {}}, source)[name]
+
+
 def embedded_splits() -> dict[str, list[str]]:
     """Task -> splits shipped in the package for ``data.source: embedded``."""
     if not EMBEDDED_DIR.is_dir():

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hub
-from .config import EMBEDDED_DIR, embedded_splits
+from .config import EMBEDDED_DIR, embedded_splits, section
 from .errors import ConfigError, DataError
 from .io import read_jsonl
 from .tasks import Task, group_key
@@ -48,7 +48,7 @@ def hub_remedies(cache: bool = True) -> str:
 
 def hub_revision(task: Task, data_cfg: dict) -> str | None:
     """The configured revision of a task's hub dataset (``hub_revisions`` per path over ``hub_revision``)."""
-    return data_cfg.get("hub_revisions", {}).get(task.hub_path, data_cfg.get("hub_revision"))
+    return data_cfg["hub_revisions"].get(task.hub_path, data_cfg["hub_revision"])
 
 
 def _hub_rows(task: Task, split: str, data_cfg: dict, found: dict | None = None) -> list[dict[str, Any]]:
@@ -121,7 +121,7 @@ def check_rows(rows: list[dict[str, Any]], task: Task, split: str, where: str) -
 
 
 def max_rows(task: Task, split: str, data_cfg: dict) -> int | None:
-    caps = data_cfg.get("max_samples") or {}
+    caps = data_cfg["max_samples"]
     if split in caps:
         return caps[split]
     # leaderboard test splits are never cut by the "eval" cap (the server wants every row)
@@ -191,9 +191,10 @@ def load_split_with_provenance(task: Task, split: str, data_cfg: dict) -> tuple[
     if split not in task.splits and split not in task.test_splits:
         known = task.splits + [s for s in task.test_splits if s not in task.splits]
         raise ConfigError(f"task {task.name!r} has no split {split!r}; its splits: {known}")
-    source = data_cfg.get("source", "hub")
+    data_cfg = section("data", data_cfg)
+    source = data_cfg["source"]
     if source == "local":
-        if not data_cfg.get("local_dir"):
+        if not data_cfg["local_dir"]:
             raise ConfigError("data.local_dir must be set when data.source is 'local'")
         path = local_path(data_cfg["local_dir"], task, split)
         if not path.is_file():
@@ -224,10 +225,10 @@ def load_split_with_provenance(task: Task, split: str, data_cfg: dict) -> tuple[
     check_rows(rows, task, split, where)
     rows = [{k: r[k] for k in keep_fields} for r in rows]
     cap = max_rows(task, split, data_cfg)
-    out = subsample(rows, cap, data_cfg.get("subsample_seed", 0),
+    out = subsample(rows, cap, data_cfg["subsample_seed"],
                     key=(lambda r: group_key(r["idx"])) if task.grouped else None)
     log.info("%s[%s]: %d rows (from %d in the source) from %s", task.name, split, len(out), total, where)
     prov = {"task": task.name, "split": split, "source": source, **prov, "rows_in_source": total,
             "rows": len(out), "max_samples": cap, "subsampled": len(out) < len(rows),
-            "subsample_seed": data_cfg.get("subsample_seed", 0) if len(out) < len(rows) else None}
+            "subsample_seed": data_cfg["subsample_seed"] if len(out) < len(rows) else None}
     return out, prov

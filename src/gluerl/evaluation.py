@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any, Sequence
 
+from .config import section
 from .context import fit_prompts, prompt_budget
 from .generation import generate
 from .metrics import compute_metrics
@@ -29,17 +30,18 @@ log = logging.getLogger(__name__)
 def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[dict[str, Any]], eval_cfg: dict,
                    chat_template: str = "auto", seed: int = 0, progress: bool = True, source=None):
     """(column result, prediction rows) for one split's prompt records (read from the file ``source``)."""
+    eval_cfg = section("evaluation", eval_cfg)
     prompts = [render_prompt(r["messages"], tokenizer, chat_template) for r in records]
     # prompts longer than the context: cut by the configured policy (or an error), counted in the result
-    limit = prompt_budget(model, eval_cfg.get("max_new_tokens", 12), eval_cfg.get("max_prompt_tokens"))
-    prompts, overflow = fit_prompts(prompts, tokenizer, limit, eval_cfg.get("context_overflow", "truncate_middle"),
+    limit = prompt_budget(model, eval_cfg["max_new_tokens"], eval_cfg["max_prompt_tokens"])
+    prompts, overflow = fit_prompts(prompts, tokenizer, limit, eval_cfg["context_overflow"],
                                     source)
     t0 = time.perf_counter()
     completions = generate(
-        model, tokenizer, prompts, max_new_tokens=eval_cfg.get("max_new_tokens", 12),
-        batch_size=eval_cfg.get("batch_size", 16), do_sample=eval_cfg.get("do_sample", False),
-        temperature=eval_cfg.get("temperature", 1.0), top_p=eval_cfg.get("top_p", 1.0), seed=seed,
-        progress=progress, desc=f"{task.name}[{split}]", cascade_prefix=eval_cfg.get("cascade_attention", True),
+        model, tokenizer, prompts, max_new_tokens=eval_cfg["max_new_tokens"],
+        batch_size=eval_cfg["batch_size"], do_sample=eval_cfg["do_sample"],
+        temperature=eval_cfg["temperature"], top_p=eval_cfg["top_p"], seed=seed,
+        progress=progress, desc=f"{task.name}[{split}]", cascade_prefix=eval_cfg["cascade_attention"],
     )
     seconds = time.perf_counter() - t0
     preds = [parse_answer(c, task) for c in completions]
@@ -55,9 +57,9 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
                               "invalid_rate": sum(p is None for p in preds) / len(preds), **overflow.as_dict()}
     if task.labelled:
         result.update(compute_metrics([r["label"] for r in records], preds, task, meta=records,
-                                      resamples=eval_cfg.get("bootstrap_resamples", 1000),
-                                      seed=eval_cfg.get("bootstrap_seed", 0),
-                                      confidence=eval_cfg.get("confidence_level", 0.95)))
+                                      resamples=eval_cfg["bootstrap_resamples"],
+                                      seed=eval_cfg["bootstrap_seed"],
+                                      confidence=eval_cfg["confidence_level"]))
     return result, rows
 
 

@@ -247,13 +247,13 @@ def common_args(section: dict[str, Any], output_dir: Path, seed: int, device: st
     return dict(
         output_dir=str(output_dir / CHECKPOINT_DIR),
         learning_rate=float(section["learning_rate"]),
-        max_steps=int(section.get("max_steps", -1)),
+        max_steps=int(section["max_steps"]),
         per_device_train_batch_size=int(section["per_device_train_batch_size"]),
         gradient_accumulation_steps=int(section["gradient_accumulation_steps"]),
         logging_steps=int(section["logging_steps"]),
         logging_first_step=True,
         save_strategy="steps",
-        save_steps=int(section.get("save_steps", 50)),
+        save_steps=int(section["save_steps"]),
         save_total_limit=1,
         seed=int(seed),
         data_seed=int(seed),
@@ -262,7 +262,7 @@ def common_args(section: dict[str, Any], output_dir: Path, seed: int, device: st
         dataloader_num_workers=0,
         # TRL turns this on by default; it trades compute for memory (7B models on GPUs), and with
         # it generation runs without the KV cache: off unless the config asks for it
-        gradient_checkpointing=bool(section.get("gradient_checkpointing", False)),
+        gradient_checkpointing=bool(section["gradient_checkpointing"]),
         **precision_flags(dtype),
     )
 
