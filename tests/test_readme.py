@@ -198,6 +198,11 @@ def test_snakemake_command_plans(cmd, repo_copy, tmp_path):
     config = assigned.get("GLUERL_CONFIG")
     if config and not (repo_copy / config).exists():  # a file the README asks the user to write
         shutil.copy(repo_copy / "config/config.yaml", repo_copy / config)
+    if ".test/config.yaml" in words and not (repo_copy / ".test/resources").exists():
+        # the README's line makes them first (python -m gluerl.testing .test/resources, run below too)
+        from gluerl.testing import make_test_resources
+
+        make_test_resources(repo_copy / ".test/resources")
     argv = [sys.executable, "-m", "snakemake", "-n", *words[1:]]
     proc = run(argv, repo_copy, {**command_env(), **assigned})
     out = proc.stdout + proc.stderr

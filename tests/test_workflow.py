@@ -16,7 +16,7 @@ import yaml
 from gluerl.testing import fixture_texts, make_glue_fixture, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = ["Snakefile", "rules", "scripts", "profiles", "config", "envs", "report"]
+WORKFLOW = ["Snakefile", "rules", "scripts", "profiles", "config", "envs", "report", ".test"]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -41,25 +41,28 @@ METHODS = ["zeroshot", "fewshot", "sft", "ppo", "sft_ppo", "grpo"]
 
 
 def tiny_config(root: Path, **over) -> dict:
-    cfg = {
-        "tasks": ["rte", "stsb", "mnli"],
-        "methods": METHODS,
-        "seeds": [1, 2],
-        "models": {"tiny": {"path": str(root / "tiny-src")}},
-        "data": {"source": "local", "local_dir": str(root / "glue"), "max_samples": {"train": 24, "eval": 6}},
-        "prompting": {"num_shots": 2},
-        "evaluation": {"batch_size": 4, "max_new_tokens": 6},
-        "training": {"mode": "multi"},
-        "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
-        # budgets hold the longest answer (not_entailment</Judgement>: 6 tiny-tokenizer tokens)
-        "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "min_new_tokens": 6,
-                "max_new_tokens": 6, "save_every": 1},
-        "grpo": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2,
-                 "max_completion_length": 6, "logging_steps": 1},
-        "mlflow": {"enabled": False},
-    }
+    """.test/config.yaml (the checked-in test configuration) on the tiny model and data under ``root``."""
+    cfg = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    cfg["models"]["tiny"]["path"] = str(root / "tiny-src")
+    cfg["data"]["local_dir"] = str(root / "glue")
     cfg.update(over)
     return cfg
+
+
+def test_the_checked_in_test_config_plans_the_whole_dag(tmp_path):
+    """.test/config.yaml as its header says to run it: `python -m gluerl.testing .test/resources`, then
+    Snakemake plans every stage from the data to the table (tests below run it)."""
+    work = copy_workflow(tmp_path / "work")
+    shutil.rmtree(work / ".test" / "resources", ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-m", "gluerl.testing", ".test/resources"], cwd=work, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (work / ".test/resources/tiny-model/config.json").is_file()
+    assert (work / ".test/resources/glue/rte/train.jsonl").is_file()
+    plan = snakemake(work, "-n", "--configfile", ".test/config.yaml", "--replace-workflow-config", "--quiet", "rules")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M))
+    # 3 tasks x 2 templates x 2 seeds of prompts, 4 training methods x 2 seeds, 6 methods x 3 tasks x 2 seeds
+    assert counts["train_sft_ppo"] == "2" and counts["evaluate_model"] == "36" and counts["assemble_table"] == "1", counts
 
 
 @pytest.fixture(scope="module")

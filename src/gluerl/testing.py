@@ -4,6 +4,8 @@
 given texts and saves it with a randomly initialised Llama of a few thousand parameters, as a
 plain Hugging Face folder, the same layout ``prepare_model`` writes. ``make_glue_fixture`` writes
 ``{task}/{split}.jsonl`` files in the hub schema whose labels follow simple learnable rules.
+
+    python -m gluerl.testing .test/resources    # what .test/config.yaml reads: tiny-model/ and glue/
 """
 
 from __future__ import annotations
@@ -127,3 +129,28 @@ def fixture_texts(tasks: Iterable[str] = ("cola", "sst2", "rte", "mrpc", "stsb",
         for row in generate_rows(name, 20):
             texts.append(render_plain(build_messages(row, task)) + answer_text(row["label"], task))
     return texts * 3
+
+
+FIXTURE_TASKS = ("rte", "stsb", "mnli", "cola")
+
+
+def make_test_resources(root: str | Path) -> Path:
+    """``root/tiny-model`` and ``root/glue`` (train 30, evaluation splits 8 rows per task): what
+    ``.test/config.yaml`` and the workflow tests run on."""
+    root = Path(root)
+    make_tiny_model(root / "tiny-model", fixture_texts())
+    make_glue_fixture(root / "glue", FIXTURE_TASKS, n_train=30, n_eval=8)
+    return root
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m gluerl.testing", description=make_test_resources.__doc__)
+    p.add_argument("root", help="folder to write tiny-model/ and glue/ into (.test/resources for .test/config.yaml)")
+    root = make_test_resources(p.parse_args(argv).root)
+    print(f"wrote {root / 'tiny-model'} and {root / 'glue'}")
+
+
+if __name__ == "__main__":
+    main()
