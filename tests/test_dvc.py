@@ -3,7 +3,6 @@ model in a temporary git repository: repro, a second repro that runs nothing, me
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from import_graph import import_closure, module_file
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["data", "model", "train", "evaluate", "tables"]
@@ -42,33 +43,6 @@ def dvc_vars() -> dict:
 
 # ---------------------------------------------------------------- declarations (fast) ----
 
-def gluerl_imports(path: Path) -> set[str]:
-    """gluerl modules a file imports (top level or inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:  # inside the package: from .x import y / from . import x
-                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif node.module == "gluerl":
-                found |= {a.name for a in node.names}
-            elif node.module and node.module.startswith("gluerl."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("gluerl.")}
-    return {m for m in found if (REPO / "src/gluerl" / f"{m}.py").is_file()}
-
-
-def import_closure(files: list[Path]) -> set[str]:
-    todo = set().union(*(gluerl_imports(f) for f in files)) if files else set()
-    seen: set[str] = set()
-    while todo:
-        mod = todo.pop()
-        if mod not in seen:
-            seen.add(mod)
-            todo |= gluerl_imports(REPO / "src/gluerl" / f"{mod}.py") - seen
-    return seen
-
-
 def helper_modules() -> dict[str, str]:
     """rules/common.smk helpers that launch `python -m gluerl.X` (e.g. gpu_slots -> gpus)."""
     text = (REPO / "rules/common.smk").read_text()
@@ -94,8 +68,9 @@ def test_stage_code_deps_are_exactly_what_it_runs(name):
     assert declared_scripts == scripts, f"stage {name}: scripts deps should be {sorted(scripts)}"
     launched = set(re.findall(r"python -m gluerl\.(\w+)", rules_text))
     launched |= {mod for helper, mod in helper_modules().items() if re.search(rf"\b{helper}\b", rules_text)}
-    files = [REPO / s for s in scripts] + [REPO / "src/gluerl" / f"{m}.py" for m in launched]
-    expected = {f"src/gluerl/{m}.py" for m in import_closure(files) | launched} | {
+    launched = {f"gluerl.{m}" for m in launched}
+    files = [REPO / s for s in scripts] + [module_file(m) for m in launched]
+    expected = {str(module_file(m).relative_to(REPO)) for m in import_closure(files) | launched} | {
         d for d in PLANNING if d.endswith(".py")}
     declared = {d for d in deps if d.startswith("src/gluerl/") and d.endswith(".py")}
     assert declared == expected, (f"stage {name}: add {sorted(expected - declared)}, "

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from env_guard import canonical, closure, pip_packages
+from import_graph import imported_modules, module_file
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
@@ -74,23 +75,17 @@ def third_party(files: list[Path]) -> set[str]:
         if path in seen:
             continue
         seen.add(path)
+        todo += [module_file(m) for m in imported_modules(path)]
         for node in ast.walk(ast.parse(path.read_text())):
-            names = []
             if isinstance(node, ast.ImportFrom):
-                if node.level or (node.module or "").startswith("gluerl"):
-                    mods = [node.module.split(".")[-1]] if node.module and node.module != "gluerl" else \
-                        [a.name for a in node.names]
-                    todo += [p for m in mods if (p := REPO / "src/gluerl" / f"{m}.py").is_file()]
-                    continue
-                names = [node.module]
+                names = [] if node.level else [node.module]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
+            else:
+                continue
             for name in names:
                 top = name.split(".")[0]
-                if top.startswith("gluerl"):
-                    p = REPO / "src/gluerl" / f"{name.split('.')[1]}.py" if "." in name else None
-                    todo += [p] if p and p.is_file() else []
-                elif top not in sys.stdlib_module_names:
+                if top != "gluerl" and top not in sys.stdlib_module_names:
                     found |= {canonical(d) for d in owners.get(top, [top])}
     return found
 
@@ -103,7 +98,7 @@ def test_model_env_has_every_package_its_stages_import():
         if env != "envs/torch.yaml":
             continue
         files = [REPO / s for s in re.findall(r"scripts/\w+\.py", text)]
-        files += [REPO / "src/gluerl" / f"{m}.py" for m in re.findall(r"python -m gluerl\.(\w+)", text)]
+        files += [module_file(f"gluerl.{m}") for m in re.findall(r"python -m gluerl\.(\w+)", text)]
         missing = third_party(files) - allowed - optional
         assert not missing, f"rule {rule}: envs/torch.yaml lacks {sorted(missing)}"
 
