@@ -38,11 +38,17 @@ rewards), :mod:`.kl` (KL controllers), :mod:`.policy` (the policy with its value
 forward passes), :mod:`.rollout` (the :class:`Rollout` record, the response mask, the sampling
 settings, answer collapse), :mod:`.checkpoint` (checkpoints, resuming, the final files),
 :mod:`.config` (the typed ``ppo`` section, :class:`PPOConfig`) and :mod:`.trainer` (the loop,
-:class:`PPOTrainer`).
+:class:`PPOTrainer`). :func:`train_ppo` is what ``scripts/train_ppo.py`` runs.
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Sequence
+
+from ..tasks import get_task
 from .checkpoint import (METRICS_FILE, STATE_FILE, latest_checkpoint, model_identity, rng_state,
                          set_rng_state)
 from .config import PPOConfig
@@ -60,6 +66,43 @@ __all__ = [
     "collapsed_answer", "compute_rewards", "entropy_from_logits", "explained_variance", "gae", "kl_controller",
     "last_index", "latest_checkpoint", "logprobs_from_logits", "make_optimizer", "masked_mean", "masked_var",
     "model_identity", "policy_loss", "prefix_forward", "response_mask", "rng_state", "sampling_config",
-    "set_rng_state", "shared_forward", "trim_left_padding", "value_loss", "whiten",
+    "set_rng_state", "shared_forward", "train_ppo", "trim_left_padding", "value_loss", "whiten",
 ]
 
+
+def train_ppo(cfg: dict[str, Any], model_dir: str | Path, prompt_files: Sequence[tuple[str, str | Path]],
+              output_dir: str | Path, seed: int = 1, init_adapter: str | Path | None = None,
+              track: Callable[[], ContextManager[Any]] | None = None,
+              dump_rank_state: str | Path | None = None) -> dict[str, Any]:
+    """Train a LoRA adapter and a value head with PPO and the rule reward; write them to ``output_dir``
+    (with ``metrics.jsonl``, ``train_summary.json`` and ``checkpoints/``); return the summary.
+
+    ``prompt_files``: ``[(task, path), ...]`` (several tasks: mixed by ``training.task_mixing``).
+    ``init_adapter``: start from this adapter (e.g. the SFT one) instead of a fresh LoRA.
+    ``track``: opens the experiment-tracking run (``gluerl.training.tracked_run``); it is entered after
+    the token budget is checked and the records are loaded, so bad input fails before any run starts,
+    and it gets every step's metrics and the outputs. None: no tracking.
+    ``dump_rank_state``: debugging, every process writes its trainable weights into this folder.
+    A rerun with the same ``output_dir`` resumes from the latest checkpoint.
+    """
+    from ..budgets import check_token_budget
+    from ..models import load_tokenizer
+    from ..training import load_train_records, log_training_outputs, mixing
+
+    tokenizer = load_tokenizer(model_dir)
+    check_token_budget("ppo.min_new_tokens", cfg["ppo"]["min_new_tokens"],
+                       [get_task(t, cfg["task_files"]) for t, _ in prompt_files], tokenizer)
+    records = load_train_records(prompt_files, tokenizer, cfg["prompting"]["chat_template"], cfg["task_files"],
+                                 seed=seed, **mixing(cfg))
+    with track() if track is not None else nullcontext() as tracker:
+        callbacks = [lambda m: tracker.log_metrics(m, step=m.get("step"))] if tracker is not None else []
+        trainer = PPOTrainer(cfg, model_dir, records, output_dir, seed=seed, init_adapter=init_adapter,
+                             tokenizer=tokenizer, callbacks=callbacks)
+        if not trainer.main:
+            logging.getLogger().setLevel(logging.WARNING)
+        summary = trainer.train()
+        if dump_rank_state:
+            trainer.dump_rank_state(dump_rank_state)
+        if tracker is not None:
+            log_training_outputs(tracker, output_dir, summary)
+    return summary
