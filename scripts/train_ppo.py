@@ -1,4 +1,4 @@
-r"""Train a LoRA adapter with PPO and the rule reward (gluerl.ppo), on one task or several mixed.
+r"""Train a LoRA adapter with PPO and the rule reward (gluerl.ppo.train_ppo), on one task or several mixed.
 
     accelerate launch --num_processes 2 scripts/train_ppo.py --config config/config.yaml \
         --config-json '{"ppo": {"steps": 200}}' --model-dir results/models/smollm2-135m \
@@ -52,33 +52,17 @@ def main(argv=None) -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        from gluerl.budgets import check_token_budget
         from gluerl.config import load_config
-        from gluerl.models import load_tokenizer
-        from gluerl.ppo import PPOTrainer
+        from gluerl.ppo import train_ppo
         from gluerl.scopes import restrict
-        from gluerl.tasks import get_task
-        from gluerl.training import load_train_records, log_training_outputs, mixing, parse_task_files, tracked_run
+        from gluerl.training import parse_task_files, tracked_run
 
         cfg = restrict(load_config(args.config, args.config_json), "train_ppo")
-        files = parse_task_files(args.prompts)
-        tokenizer = load_tokenizer(args.model_dir)
-        check_token_budget("ppo.min_new_tokens", cfg["ppo"]["min_new_tokens"],
-                           [get_task(t, cfg["task_files"]) for t, _ in files], tokenizer)
-        records = load_train_records(files, tokenizer, cfg["prompting"]["chat_template"], cfg["task_files"],
-                                     seed=args.seed, **mixing(cfg))
         method = "sft_ppo" if args.init_adapter else "ppo"
-        with tracked_run(cfg, method, args, ("ppo", "lora", "training", "prompting"),
-                         init_adapter=args.init_adapter or "") as tracker:
-            trainer = PPOTrainer(cfg, args.model_dir, records, args.output_dir, seed=args.seed,
-                                 init_adapter=args.init_adapter, tokenizer=tokenizer,
-                                 callbacks=[lambda m: tracker.log_metrics(m, step=m.get("step"))])
-            if not trainer.main:
-                logging.getLogger().setLevel(logging.WARNING)
-            summary = trainer.train()
-            if args.dump_rank_state:
-                trainer.dump_rank_state(args.dump_rank_state)
-            log_training_outputs(tracker, args.output_dir, summary)
+        summary = train_ppo(cfg, args.model_dir, parse_task_files(args.prompts), args.output_dir, seed=args.seed,
+                            init_adapter=args.init_adapter, dump_rank_state=args.dump_rank_state,
+                            track=lambda: tracked_run(cfg, method, args, ("ppo", "lora", "training", "prompting"),
+                                                      init_adapter=args.init_adapter or ""))
         final = summary["final_metrics"]
         log.info("done: %d steps, reward_mean %s, %.2f s/step", summary["steps"], final.get("reward_mean"),
                  summary["seconds_per_step"] or 0.0)

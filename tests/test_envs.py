@@ -8,6 +8,7 @@ each stage runs with only its env's packages importable (``tests/env_guard.py``)
 from __future__ import annotations
 
 import ast
+import importlib.util
 import importlib.metadata as md
 import json
 import os
@@ -22,6 +23,10 @@ import yaml
 from env_guard import canonical, closure, pip_packages
 
 REPO = Path(__file__).resolve().parents[1]
+# .ci/dvc_deps.py follows gluerl's imports through the package (modules, subpackages, relative imports)
+_spec = importlib.util.spec_from_file_location("dvc_deps", REPO / ".ci/dvc_deps.py")
+DVC_DEPS = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(DVC_DEPS)
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
 HEAVY = {"torch", "transformers", "peft", "trl", "accelerate"}
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][0-9A-Za-z.]*)$")
@@ -74,23 +79,17 @@ def third_party(files: list[Path]) -> set[str]:
         if path in seen:
             continue
         seen.add(path)
+        todo += sorted(DVC_DEPS.imported_files(path))
         for node in ast.walk(ast.parse(path.read_text())):
-            names = []
             if isinstance(node, ast.ImportFrom):
-                if node.level or (node.module or "").startswith("gluerl"):
-                    mods = [node.module.split(".")[-1]] if node.module and node.module != "gluerl" else \
-                        [a.name for a in node.names]
-                    todo += [p for m in mods if (p := REPO / "src/gluerl" / f"{m}.py").is_file()]
-                    continue
-                names = [node.module]
+                names = [] if node.level else [node.module]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
+            else:
+                continue
             for name in names:
                 top = name.split(".")[0]
-                if top.startswith("gluerl"):
-                    p = REPO / "src/gluerl" / f"{name.split('.')[1]}.py" if "." in name else None
-                    todo += [p] if p and p.is_file() else []
-                elif top not in sys.stdlib_module_names:
+                if top != "gluerl" and top not in sys.stdlib_module_names:
                     found |= {canonical(d) for d in owners.get(top, [top])}
     return found
 
@@ -103,7 +102,7 @@ def test_model_env_has_every_package_its_stages_import():
         if env != "envs/torch.yaml":
             continue
         files = [REPO / s for s in re.findall(r"scripts/\w+\.py", text)]
-        files += [REPO / "src/gluerl" / f"{m}.py" for m in re.findall(r"python -m gluerl\.(\w+)", text)]
+        files += [DVC_DEPS.module_file(m) for m in re.findall(r"python -m gluerl\.(\w+)", text)]
         missing = third_party(files) - allowed - optional
         assert not missing, f"rule {rule}: envs/torch.yaml lacks {sorted(missing)}"
 

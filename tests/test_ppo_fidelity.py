@@ -110,7 +110,7 @@ def test_value_head_starts_at_zero(setup, tmp_path):
     head = t.model.value_head
     assert torch.count_nonzero(head.weight) == 0 and torch.count_nonzero(head.bias) == 0
     roll = t.rollout(setup["records"][:4])
-    assert torch.count_nonzero(roll["values"]) == 0
+    assert torch.count_nonzero(roll.values) == 0
 
     normal = trainer(setup, tmp_path / "normal", value_head_init="normal").model.value_head
     hidden = normal.weight.shape[1]
@@ -143,20 +143,20 @@ def test_rollout_ignores_the_models_generation_config(setup, tmp_path, monkeypat
 
     monkeypatch.setattr(t.model.policy, "generate", spy)
     roll = t.rollout(setup["records"][:4])
-    mask, R = roll["mask"] > 0, roll["response"].shape[1]
-    sampled = logprobs_from_logits(scores[0], roll["response"])
-    torch.testing.assert_close(roll["logprobs"][mask], sampled[mask], atol=1e-5, rtol=1e-5)
+    mask, R = roll.mask > 0, roll.response.shape[1]
+    sampled = logprobs_from_logits(scores[0], roll.response)
+    torch.testing.assert_close(roll.logprobs[mask], sampled[mask], atol=1e-5, rtol=1e-5)
     with torch.no_grad():  # and they equal a teacher-forced pass over the finished sequences
         t.model.eval()
-        logits, _ = t.model(roll["input_ids"], roll["attention_mask"], R)
-    torch.testing.assert_close(roll["logprobs"][mask], logprobs_from_logits(logits, roll["response"])[mask],
+        logits, _ = t.model(roll.input_ids, roll.attention_mask, R)
+    torch.testing.assert_close(roll.logprobs[mask], logprobs_from_logits(logits, roll.response)[mask],
                                atol=1e-4, rtol=1e-4)
 
 
 # --- 4. the first ratio is 1 with LoRA dropout on ------------------------------------------------
 
 def test_first_minibatch_ratio_is_one_with_lora_dropout(setup, adapter, tmp_path, monkeypatch):
-    import gluerl.ppo as ppo
+    import gluerl.ppo.trainer as ppo  # where the trainer looks the names up
 
     calls = []
     real = ppo.policy_loss
@@ -231,7 +231,7 @@ def test_collapsed_answer():
 
 
 def test_prediction_shares_are_logged_and_collapse_warned(setup, tmp_path, monkeypatch, caplog):
-    import gluerl.ppo as ppo
+    import gluerl.ppo.trainer as ppo  # where the trainer looks the names up
 
     t = trainer(setup, tmp_path / "run", steps=2, batch_size=8, mini_batch_size=4)
     words = get_task("sst2").labels
@@ -249,7 +249,7 @@ def test_prediction_shares_are_logged_and_collapse_warned(setup, tmp_path, monke
 
 
 def test_no_collapse_warning_for_mixed_answers(setup, tmp_path, monkeypatch, caplog):
-    import gluerl.ppo as ppo
+    import gluerl.ppo.trainer as ppo  # where the trainer looks the names up
 
     t = trainer(setup, tmp_path / "run", batch_size=8, mini_batch_size=4)
     answers = iter([0, 1] * 10)

@@ -138,7 +138,7 @@ def test_same_check_fails_without_learning(setup, tmp_path):
 
 
 def test_non_finite_reward_stops_training_and_keeps_last_checkpoint(setup, tmp_path, monkeypatch):
-    import gluerl.ppo as ppo
+    import gluerl.ppo.trainer as ppo  # where the trainer looks score_prediction up
 
     calls = {"n": 0}
     real = ppo.score_prediction

@@ -8,6 +8,8 @@ finished, left-padded sequences, with a LoRA adapter moved away from zero so tha
 the reference (adapter off) differ.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -43,19 +45,19 @@ def test_rollout_logprobs_values_and_reference_match_a_plain_forward(trainer):
     records = trainer.records[:4]
     assert len({len(trainer.tok(r["prompt"])["input_ids"]) for r in records}) > 1, "want left padding"
     roll = trainer.rollout(records)
-    model, T, R = trainer.model, trainer.ppo["temperature"], roll["response"].shape[1]
-    mask = roll["mask"] > 0
+    model, T, R = trainer.model, trainer.ppo.temperature, roll.response.shape[1]
+    mask = roll.mask > 0
     assert R == 6 and mask.sum() > 8
     with torch.no_grad():
         model.eval()
-        logits, values = model(roll["input_ids"], roll["attention_mask"], R)
-        logprobs = logprobs_from_logits(logits / T, roll["response"])
+        logits, values = model(roll.input_ids, roll.attention_mask, R)
+        logprobs = logprobs_from_logits(logits / T, roll.response)
         with model.policy.disable_adapter():
-            ref_logits, _ = model(roll["input_ids"], roll["attention_mask"], R)
-        ref_logprobs = logprobs_from_logits(ref_logits / T, roll["response"])
-    torch.testing.assert_close(roll["logprobs"][mask], logprobs[mask], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(roll["values"][mask], values[mask], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(roll["ref_logprobs"][mask], ref_logprobs[mask], atol=1e-4, rtol=1e-4)
+            ref_logits, _ = model(roll.input_ids, roll.attention_mask, R)
+        ref_logprobs = logprobs_from_logits(ref_logits / T, roll.response)
+    torch.testing.assert_close(roll.logprobs[mask], logprobs[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(roll.values[mask], values[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(roll.ref_logprobs[mask], ref_logprobs[mask], atol=1e-4, rtol=1e-4)
     # the check can tell the three apart
     assert (logprobs[mask] - ref_logprobs[mask]).abs().max() > 1e-2
     assert values[mask].std() > 1e-3
@@ -84,15 +86,16 @@ def test_trimming_left_padding_changes_no_output(trainer):
 
 def test_rollout_lays_prompts_out_behind_their_shared_start(trainer):
     roll = trainer.rollout(trainer.records[:4])
-    P = roll["prefix_len"]
+    P = roll.prefix_len
     assert P >= 8, "the chat template and the instruction are shared"
-    ids, mask = roll["input_ids"], roll["attention_mask"]
+    ids, mask = roll.input_ids, roll.attention_mask
     assert bool((ids[:, :P] == ids[:1, :P]).all()) and bool(mask[:, :P].all())
-    trainer.ppo["share_prefix"] = False
+    shared = trainer.ppo
+    trainer.ppo = dataclasses.replace(shared, share_prefix=False)
     try:
         enc, plain = trainer.encode_prompts([r["prompt"] for r in trainer.records[:4]])
     finally:
-        trainer.ppo["share_prefix"] = True
+        trainer.ppo = shared
     assert plain == 0 and not bool(enc["attention_mask"][:, -1].eq(0).any())  # plain left padding
 
 
@@ -101,7 +104,7 @@ def test_shared_prefix_pass_gives_the_whole_rows_outputs_and_gradients(trainer, 
     """The prefix once (a batch of one, keys and values expanded to every row) gives the logits,
     values and gradients of running every row whole."""
     roll = trainer.rollout(trainer.records[:4])
-    P, R = roll["prefix_len"], roll["response"].shape[1]
+    P, R = roll.prefix_len, roll.response.shape[1]
     assert P > 0
     model = trainer.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -111,10 +114,10 @@ def test_shared_prefix_pass_gives_the_whole_rows_outputs_and_gradients(trainer, 
         model.eval()
         if reference:
             with torch.no_grad():
-                return model.reference_logits(roll["input_ids"], roll["attention_mask"], R, prefix_len), None, None
-        logits, values = model(roll["input_ids"], roll["attention_mask"], R, prefix_len)
-        m = roll["mask"]
-        loss = (logprobs_from_logits(logits, roll["response"]) * m).sum() + (values * m).pow(2).sum()
+                return model.reference_logits(roll.input_ids, roll.attention_mask, R, prefix_len), None, None
+        logits, values = model(roll.input_ids, roll.attention_mask, R, prefix_len)
+        m = roll.mask
+        loss = (logprobs_from_logits(logits, roll.response) * m).sum() + (values * m).pow(2).sum()
         loss.backward()
         return logits.detach(), values.detach(), [p.grad.clone() for p in params]
 
