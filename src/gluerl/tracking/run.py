@@ -1,40 +1,5 @@
-"""MLflow tracking for every stage: one run per stage invocation, grouped by pipeline.
-
-    with start_run(cfg["mlflow"], run_name="sft-qwen-rte", stage="sft",
-                   params=flatten(cfg_section, "sft") | {"model": m, "seed": 1}) as tr:
-        tr.log_metrics({"reward": 0.5}, step=10)
-        tr.log_artifact("results/.../summary.json")
-
-``start_run`` checks that the tracking store answers and raises ``ConfigError`` at once if it
-does not, so a stage fails before its heavy work. After that, tracking is best effort: a failure
-of MLflow while logging (metrics, artifacts, ending the run) is a warning, never an exception,
-so finished work is never lost because of tracking. An exception raised by the caller's code
-inside the ``with`` block marks the run FAILED and propagates.
-
-Store: ``$MLFLOW_TRACKING_URI`` (if non-empty), else ``mlflow.tracking_uri``, else
-``sqlite:///<cwd>/results/mlflow.db`` (no server needed). Runs of one pipeline invocation share
-the tag ``gluerl.pipeline_id`` (env ``GLUERL_PIPELINE_ID``, else one id per process).
-
-Runs of one Snakemake invocation nest under one parent run: the workflow's ``onstart`` hook calls
-:func:`start_pipeline_run`, which opens the parent, prints its id and sets ``$GLUERL_PARENT_RUN_ID``
-for the jobs (``onsuccess``/``onerror``: :func:`end_pipeline_run`); a stage run started with that
-variable set carries the tag ``mlflow.parentRunId`` (the MLflow UI shows it nested). A stage run
-outside Snakemake, or with the variable unset, is a top-level run as before.
-
-Metric names are grouped by prefix (:func:`metric_key`): ``objective/`` (reward, accuracy, invalid
-rate, KL and its coefficient), ``policy/`` (policy loss, entropy, clip fraction, approximate KL,
-gradient norm), ``value/`` (value loss and clip fraction, explained variance, returns),
-``answers/`` (predicted-label shares), ``time/``, ``train/`` (the Trainer's loss and learning
-rate), ``eval/`` (evaluation metrics and their interval bounds); ``step`` is the step, never a
-metric. System metrics (CPU, memory, disk, network; GPU with ``pynvml``) are sampled into every
-stage run by MLflow's own monitor when ``psutil`` is installed, unless
-``$MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` is ``false``. Data files are logged as dataset inputs
-(:meth:`Tracker.log_datasets`).
-
-Disabled (``enabled=False``, ``mlflow.enabled: false`` or a process with ``$RANK`` other than 0):
-every method is a no-op and MLflow is not even imported. Nothing here logs environment
-variables; values that look like credentials are replaced by ``***``.
-"""
+"""The MLflow run of a stage (:class:`Tracker`, :func:`start_run`), the parent run of a workflow
+invocation (:func:`start_pipeline_run`, :func:`end_pipeline_run`) and the Trainer callback."""
 
 from __future__ import annotations
 
@@ -42,50 +7,21 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .params import MAX_TAG_LEN, _key, _number, clean_params, metric_key, redact_text
+from .store import _env, _file_lock, _sqlite_path, check_store, git_commit, package_versions, pipeline_id, resolve_uri
 
-log = logging.getLogger(__name__)
-
-DEFAULT_DB = Path("results") / "mlflow.db"
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "trl", "datasets", "gluerl", "mlflow")
-CHECK_TIMEOUT_S = 5  # the reachability check waits at most this long for an HTTP store
-MAX_PARAM_LEN = 6000  # MLflow 3's MAX_PARAM_VAL_LENGTH
-MAX_TAG_LEN = 8000  # MLflow 3's MAX_TAG_VAL_LENGTH
-MAX_KEY_LEN = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
-REDACTED = "***"
-
-# key words that mark a credential: whole words of the key (so max_new_tokens is not one) ...
-_SECRET_WORDS = {"token", "password", "passwd", "secret", "authorization", "apikey", "credential", "credentials"}
-# ... or substrings anywhere in the key
-_SECRET_PARTS = ("api_key", "api-key", "access_key", "private_key", "password", "secret")
-_SECRET_VALUES = re.compile(r"hf_[A-Za-z0-9]{20,}")
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")  # https://user:pass@host -> https://***@host
-_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")  # MLflow keys: alphanumerics, _ - . space /
-
-_process_pipeline_id: str | None = None
+log = logging.getLogger(__package__)
 
 PARENT_ENV = "GLUERL_PARENT_RUN_ID"
-NOT_METRICS = {"step", "max_new_tokens", "epoch_float"}  # the step axis and settings, not measurements
-_GROUPS = {
-    "objective": ("reward_mean", "reward", "reward_std", "accuracy", "invalid_rate", "kl", "kl_coef", "kl_coef_next",
-                  "frac_reward_zero_std"),
-    "policy": ("policy_loss", "entropy", "clipfrac", "approx_kl", "grad_norm", "response_length"),
-    "value": ("value_loss", "value_clipfrac", "explained_variance", "return_mean"),
-    "time": ("tokens_per_second", "seconds_generation", "seconds_scoring", "seconds_optimisation", "seconds_step",
-             "step_time"),
-    "train": ("loss", "learning_rate", "num_tokens", "mean_token_accuracy", "entropy_sft", "epoch", "episodes"),
-}
-_GROUP_OF = {k: g for g, keys in _GROUPS.items() for k in keys}
 
 
 class Terminated(SystemExit):
@@ -96,204 +32,12 @@ def _raise_terminated(signum, frame):
     raise Terminated(128 + signum)
 
 
-# ----------------------------------------------------------------------------- helpers
-
-def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (``prefix="x"`` -> ``{"x.a.b": 1}``); lists stay leaves."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
-def is_secret_key(key: str) -> bool:
-    low = str(key).lower()
-    words = re.split(r"[^a-z0-9]+", low)
-    return (any(w in _SECRET_WORDS or w.endswith("token") for w in words)
-            or any(p in low for p in _SECRET_PARTS))
-
-
-def redact_text(text: str) -> str:
-    """Hide credential-looking parts of a value: Hugging Face tokens, URL user:password@."""
-    return _URL_USERINFO.sub(REDACTED + "@", _SECRET_VALUES.sub(REDACTED, text))
-
-
-def _to_str(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (Mapping, list, tuple)):
-        return json.dumps(value, default=str)
-    return str(value)
-
-
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    suffix = f"...[truncated {len(text)} chars]"
-    return text[: limit - len(suffix)] + suffix
-
-
-def _key(key: Any) -> str:
-    return _BAD_KEY_CHARS.sub("_", str(key))[:MAX_KEY_LEN]
-
-
-def clean_params(params: Mapping[str, Any], limit: int = MAX_PARAM_LEN) -> dict[str, str]:
-    """Params as MLflow takes them: string values, credentials as ``***``, long values cut."""
-    out = {}
-    for k, v in params.items():
-        value = REDACTED if is_secret_key(k) else redact_text(_to_str(v))
-        out[_key(k)] = _truncate(value, limit)
-    return out
-
-
-def resolve_uri(mlflow_cfg: Mapping[str, Any] | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` (non-empty) > ``mlflow_cfg["tracking_uri"]`` > ``sqlite:///<cwd>/results/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if env:
-        return env
-    cfg_uri = (mlflow_cfg or {}).get("tracking_uri")
-    if cfg_uri:
-        return str(cfg_uri)
-    db = DEFAULT_DB.resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{db}"
-
-
-def pipeline_id() -> str:
-    """``$GLUERL_PIPELINE_ID`` (set once per workflow invocation), else one id for this process."""
-    global _process_pipeline_id
-    env = os.environ.get("GLUERL_PIPELINE_ID", "").strip()
-    if env:
-        return env
-    if _process_pipeline_id is None:
-        _process_pipeline_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-    return _process_pipeline_id
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    from .records import git_commit as commit
-
-    return commit(cwd) or "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    from .records import package_versions as versions
-
-    return {f"versions.{k}": v or "not installed" for k, v in versions(PACKAGES).items()}
-
-
-def metric_key(name: str, prefix: str | None = None) -> str | None:
-    """The grouped MLflow name of a logged value (``kl`` -> ``objective/kl``), ``None`` for one that is
-    not a metric (``step``, ``max_new_tokens``). With ``prefix``, ``prefix/`` + the name with dots
-    as slashes (``eval`` and ``rte.accuracy`` -> ``eval/rte/accuracy``). Names that already hold a
-    ``/`` (TRL's ``rewards/...``, ``completions/...``) keep it, under ``answers/`` for ``pred_frac/``."""
-    if prefix:
-        return f"{prefix}/{name.replace('.', '/')}"
-    if name in NOT_METRICS:
-        return None
-    if name.startswith("pred_frac/"):
-        return "answers/" + name[len("pred_frac/"):]
-    if "/" in name:
-        return name
-    if name.startswith("final."):
-        inner = metric_key(name[len("final."):])
-        return None if inner is None else f"final/{inner}"
-    group = _GROUP_OF.get(name)
-    return f"{group}/{name}" if group else name
-
-
-def eval_metrics(column: str, result: Mapping[str, Any]) -> dict[str, float]:
-    """An evaluation column's numbers as ``eval/`` metrics, its interval bounds as ``..._ci_lo/_ci_hi``."""
-    out = {f"eval/{column}/{k}": v for k, v in result.items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for k, bounds in (result.get("ci") or {}).items():
-        if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
-            out[f"eval/{column}/{k}_ci_lo"], out[f"eval/{column}/{k}_ci_hi"] = bounds
-    return out
-
-
 def _is_main_process() -> bool:
     try:
         return int(os.environ.get("RANK", "0") or 0) == 0
     except ValueError:
         return True
 
-
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):].split("?", 1)[0]
-        if path and path != ":memory:":
-            return Path(path)
-    return None
-
-
-@contextlib.contextmanager
-def _env(**values: str):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path | None):
-    """Serialise the creation of a SQLite store and its experiment across parallel jobs."""
-    if path is None:
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _reason(e: BaseException) -> str:
-    """The error's own message, cut short, and its root cause (``ConnectionRefusedError: ...``)."""
-    def text(x: BaseException) -> str:
-        return f"{type(x).__name__}: {' '.join(str(x).split()) or 'no message'}"
-
-    root, seen = e, set()
-    while (root.__cause__ or root.__context__) is not None and id(root) not in seen:
-        seen.add(id(root))
-        root = root.__cause__ or root.__context__
-    reason = _truncate(text(e), 240) + (f" <- root cause {_truncate(text(root), 200)}" if root is not e else "")
-    return redact_text(reason)
-
-
-def check_store(uri: str, timeout_s: float = CHECK_TIMEOUT_S):
-    """An ``MlflowClient`` for ``uri`` after one cheap request; ``ConfigError`` naming the URI if it fails."""
-    from mlflow import MlflowClient
-
-    try:
-        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout_s))):
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)
-    except Exception as e:  # noqa: BLE001 - any failure means the store is not usable
-        raise ConfigError(
-            f"MLflow tracking store {redact_text(uri)} cannot be reached: {_reason(e)}; "
-            "set MLFLOW_TRACKING_URI or mlflow.tracking_uri, or mlflow.enabled: false") from e
-    return client
-
-
-# ----------------------------------------------------------------------------- the run
 
 class Tracker:
     """One MLflow run; use ``start_run(...)`` as a context manager. Disabled: every method is a no-op."""
@@ -514,7 +258,7 @@ class Tracker:
         import pandas as pd
         from mlflow.entities import DatasetInput, InputTag
 
-        from .io import read_jsonl
+        from ..io import read_jsonl
 
         rows = read_jsonl(path)
         df = pd.DataFrame([{"idx": json.dumps(r.get("idx")), "label": r.get("label"),
@@ -530,7 +274,7 @@ class Tracker:
         adapter), so the stage that evaluates the adapter can link to this run."""
         if not self.active:
             return
-        from .io import write_json
+        from ..io import write_json
 
         write_json(path, {"run_id": self.run_id, "experiment_id": self.experiment_id,
                           "tracking_uri": redact_text(self.uri or "")})
@@ -607,21 +351,6 @@ def _quiet(name: str):
         lg.setLevel(level)
 
 
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return float(v)
-    if isinstance(v, (int, float)):
-        return float(v)
-    item = getattr(v, "item", None)  # numpy / torch scalars; more than one element: not a number
-    if callable(item):
-        try:
-            x = item()
-        except (TypeError, ValueError, RuntimeError):
-            return None
-        return float(x) if isinstance(x, (int, float)) else None
-    return None
-
-
 # ----------------------------------------------------------------------------- Trainer callback
 
 def _make_callback_class():
@@ -639,14 +368,3 @@ def _make_callback_class():
                 self.tracker.log_metrics(numeric, step=state.global_step)
 
     return MlflowTrainerCallback
-
-
-def __getattr__(name: str):
-    # MlflowTrainerCallback is built on first use: importing transformers takes seconds, and the
-    # stages that only evaluate or assemble tables need not pay for it.
-    if name == "MlflowTrainerCallback":
-        cls = _make_callback_class()
-        cls.__module__ = __name__
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
