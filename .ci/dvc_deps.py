@@ -2,8 +2,9 @@
 
 A stage's code is what its rule files launch: the `scripts/*.py` they name, the `python -m gluerl.X`
 modules they (or the `rules/common.smk` helpers they call) start, and every `gluerl` file those
-import, followed through the package (subpackages and relative imports too). The files that plan
-the DAG for every stage (the Snakefile and `rules/common.smk` import them) are added to each.
+import, followed through the package (subpackages and relative imports too). The package files
+that plan the DAG (what the Snakefile and the rule files import, and their imports) are in every
+stage's deps: a change there can change any stage's jobs.
 
     python .ci/dvc_deps.py            # rewrite the src/gluerl/*.py deps of every stage in dvc.yaml
     python .ci/dvc_deps.py --check    # exit 1, naming the stage and files, if dvc.yaml is stale
@@ -25,8 +26,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "gluerl"
-# the files of the package that plan the DAG for every stage (the Snakefile and rules/common.smk import them)
-PLANNING = ("src/gluerl/config.py", "src/gluerl/tasks.py")
+# the workflow's files: the Snakefile includes every rule file, so planning any stage runs the gluerl
+# imports of all of them (rules/common.smk imports config, tasks, scopes, tables, tracking, ...)
+WORKFLOW_FILES = ("Snakefile", "rules/*.smk")
+SMK_IMPORT = re.compile(r"^\s*(?:from\s+(gluerl(?:\.[\w.]+)?)\s+import\s+([\w, ]+)|import\s+(gluerl\.[\w.]+))", re.M)
 
 
 def module_file(dotted: str) -> Path | None:
@@ -106,6 +109,23 @@ def helper_modules() -> dict[str, str]:
     return out
 
 
+def planning_files() -> set[Path]:
+    """Package files every stage runs while Snakemake plans the DAG: the imports of the workflow files."""
+    files: set[Path] = set()
+    for pattern in WORKFLOW_FILES:
+        for smk in sorted(REPO.glob(pattern)):
+            for frm, names, imp in SMK_IMPORT.findall(smk.read_text()):
+                dotted = (frm or imp).partition(".")[2]
+                for name in (n.strip() for n in names.split(",")) if frm else ():
+                    sub = f"{dotted}.{name}" if dotted else name
+                    if module_file(sub) is not None:
+                        files.update(with_parents(sub))
+                if dotted:
+                    files.update(with_parents(dotted))
+    files.discard(PACKAGE / "__init__.py")
+    return files | closure(sorted(files))
+
+
 def stage_code(deps: list[str]) -> tuple[set[str], set[str]]:
     """(scripts the stage's rule files name, package .py files they run), as repository paths."""
     rules = [REPO / d for d in deps if d.startswith("rules/") and d != "rules/common.smk"]
@@ -115,9 +135,9 @@ def stage_code(deps: list[str]) -> tuple[set[str], set[str]]:
     launched |= {mod for helper, mod in helper_modules().items() if re.search(rf"\b{helper}\b", text)}
     files = [REPO / s for s in scripts]
     started = {f for mod in launched for f in with_parents(mod)}
-    code = closure(files + sorted(started)) | started
+    code = closure(files + sorted(started)) | started | planning_files()
     code.discard(PACKAGE / "__init__.py")
-    paths = {f.relative_to(REPO).as_posix() for f in code} | set(PLANNING)
+    paths = {f.relative_to(REPO).as_posix() for f in code}
     return scripts, paths
 
 

@@ -83,6 +83,15 @@ def test_dvc_deps_tool_rewrites_a_stale_stage_and_keeps_the_rest(tmp_path):
     assert tool.main(["--check", "--dvc-yaml", str(path)]) == 0
 
 
+def test_what_the_rules_import_to_plan_is_in_every_stage():
+    """rules/common.smk imports gluerl.tracking (and tables, transfer, ...) while planning any stage: a change
+    there can change any stage's jobs, so every stage depends on it."""
+    planning = {f.relative_to(REPO).as_posix() for f in dvc_deps_tool().planning_files()}
+    assert {"src/gluerl/tracking/run.py", "src/gluerl/tables.py", "src/gluerl/scopes.py"} <= planning
+    for name, stage in dvc_yaml()["stages"].items():
+        assert planning <= set(stage["deps"]), f"stage {name}: lacks {sorted(planning - set(stage['deps']))}"
+
+
 def test_stages_outputs_and_params():
     spec = dvc_yaml()
     vars_ = dvc_vars()
