@@ -33,7 +33,6 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 from .tasks import Task, group_key
 
@@ -82,11 +81,17 @@ def _corr(fn, gold, pred) -> float:
     return float(fn(g, p)[0])
 
 
+# scipy.stats is imported when a correlation is computed: importing it takes about 2 s, and the
+# Snakefile imports this module (through gluerl.transfer) every time Snakemake plans a DAG
 def pearson(gold: Sequence, pred: Sequence) -> float:
+    from scipy import stats
+
     return _corr(stats.pearsonr, gold, pred)
 
 
 def spearman(gold: Sequence, pred: Sequence) -> float:
+    from scipy import stats
+
     return _corr(stats.spearmanr, gold, pred)
 
 
