@@ -115,7 +115,7 @@ def test_sft_training_process_killed_resumes_to_the_same_weights(base, tmp_path)
 
 def test_sft_checkpoint_cut_short_is_skipped(tmp_path):
     """A checkpoint whose trainer_state.json (written last) is missing or torn is not resumed from."""
-    from gluerl.sft import last_checkpoint
+    from gluerl.training import last_checkpoint
 
     for n in (2, 4, 6):
         (tmp_path / f"checkpoint-{n}").mkdir()

@@ -119,7 +119,7 @@ def test_every_loader_passes_trust_remote_code_false_by_default(tiny_model, tmp_
     import transformers
 
     from gluerl.models import load_model, load_tokenizer, prepare_model
-    from gluerl.sft import load_base_model
+    from gluerl.training import load_base_model
 
     seen = []
     for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):

@@ -71,7 +71,7 @@ def test_prompt_tokens_are_masked_and_answer_tokens_are_targets(model_dir, sst2_
 def test_template_bos_is_not_doubled():
     from tokenizers.processors import TemplateProcessing
 
-    from gluerl.sft import adds_bos, strip_template_bos
+    from gluerl.training import adds_bos, strip_template_bos
     from gluerl.testing import fixture_texts, make_tokenizer
 
     tok = make_tokenizer(fixture_texts())

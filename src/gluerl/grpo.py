@@ -1,7 +1,7 @@
 """GRPO with the rule reward: TRL's ``GRPOTrainer`` and a LoRA adapter.
 
 The dataset has one row per training record: ``prompt`` (the rendered prompt text ending with
-``<Judgement>``, tokenized as evaluation tokenizes it, see :func:`gluerl.sft.strip_template_bos`),
+``<Judgement>``, tokenized as evaluation tokenizes it, see :func:`gluerl.training.strip_template_bos`),
 ``label`` and ``task``. For each prompt the trainer samples ``grpo.num_generations`` completions;
 :func:`make_reward_function` scores each with the paper's rule (``ppo.reward``: +1 right, -1
 wrong, -3 invalid; STS-B 2.5 - |error|), and GRPO's group-normalised advantages train the adapter.
@@ -22,7 +22,7 @@ default), as in SFT.
 Output, in ``output_dir``: the adapter (``adapter_config.json``, ``adapter_model.safetensors``),
 ``metrics.jsonl`` (per logging step: ``reward``, ``reward_std``, ``loss``, ``kl``,
 ``completions/mean_length``, ``rule/correct_rate``, ``rule/invalid_rate``, ...) and
-``train_summary.json``; checkpoints and resuming as in :mod:`gluerl.sft`.
+``train_summary.json``; checkpoints and resuming as SFT's (:mod:`gluerl.training`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from .budgets import check_token_budget
 from .errors import ConfigError
 from .parsing import CLOSE_TAG
 from .rewards import RewardRule, reward
-from .sft import (METRICS_FILE, common_args, load_base_model, load_run_tokenizer, make_metrics_callback,
-                  mix_records, resolve_run_device, run_training, strip_template_bos)
 from .tasks import get_task
-from .training import load_train_records, lora_config, mixing, set_seed
+from .training import (METRICS_FILE, common_args, load_base_model, load_run_tokenizer, load_train_records,
+                       lora_config, make_metrics_callback, mix_records, mixing, resolve_run_device, run_training,
+                       set_seed, strip_template_bos)
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""Pieces every training method shares: the LoRA config, the training records, seeding.
+"""Pieces every training method shares: the LoRA config, the training records, seeding, the MLflow
+run; and the plumbing of the two TRL-based methods (:mod:`gluerl.sft`, :mod:`gluerl.grpo`): the
+tokens (no double BOS), the records' order, the common ``TrainingArguments``, the metrics file,
+checkpoints and resuming, the adapter and the run summary.
 
 A training run reads one or more zero-shot prompt files (``data/prompts/0shot/{task}/train.jsonl``;
 several in multi-task mode), renders each prompt with the model's tokenizer, and yields records
@@ -19,19 +22,28 @@ the large ones); the default here is ``proportional``, what this package did bef
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
+import re
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, TrainingError
+from .io import write_json
 from .prompts import read_prompt_file, render_prompt
 from .tasks import get_task
 
 log = logging.getLogger(__name__)
 
 TASK_MIXING = ("proportional", "uniform", "temperature")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+CHECKPOINT_DIR = "checkpoints"
 
 
 def lora_config(lora: dict[str, Any], task_type: str = "CAUSAL_LM"):
@@ -182,7 +194,7 @@ def log_training_outputs(tracker, output_dir: str | Path, summary: dict[str, Any
     """Final numbers and files of a training run (best effort: tracking never loses the adapter)."""
     tracker.log_metrics({f"final.{k}": v for k, v in summary.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    for name in ("train_summary.json", "metrics.jsonl"):
+    for name in (SUMMARY_FILE, METRICS_FILE):
         path = Path(output_dir) / name
         if path.is_file():
             tracker.log_artifact(path)
@@ -240,3 +252,216 @@ def run_trainer_script(args, method: str, sections: Sequence[str], train, descri
     logging.getLogger(f"gluerl.train_{method}").info("adapter in %s (%d steps, %s)", args.output_dir,
                                                      summary["steps"], describe(summary))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# TRL runs (SFT and GRPO): tokens, records' order, arguments, metrics, checkpoints, summary
+# ---------------------------------------------------------------------------------------------
+def adds_bos(tokenizer) -> bool:
+    """Whether calling the tokenizer on text prepends a BOS token by itself."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def strip_template_bos(prompt: str, tokenizer) -> str:
+    """``prompt`` without a leading BOS text when the tokenizer adds one itself (no double BOS)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and prompt.startswith(bos) and adds_bos(tokenizer):
+        return prompt[len(bos):]
+    return prompt
+
+
+def mix_records(records: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Records of every task mixed in one order drawn with ``seed``."""
+    out = list(records)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def resolve_run_device() -> str:
+    """The device kind a training process runs on: ``cuda`` when one is visible, else ``cpu``."""
+    from .models import resolve_device
+
+    return resolve_device("auto")
+
+
+def precision_flags(dtype) -> dict[str, bool]:
+    import torch
+
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _complete(ckpt: Path) -> bool:
+    """Whether a Trainer checkpoint was written to the end: its trainer_state.json (written last) parses."""
+    try:
+        return isinstance(json.loads((ckpt / "trainer_state.json").read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def last_checkpoint(folder: str | Path) -> Path | None:
+    """The complete checkpoint with the most steps in ``folder`` (one whose trainer_state.json, written last, parses).
+
+    A checkpoint cut short by a kill (no or a torn trainer_state.json) is skipped with a warning.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = []
+    for p in folder.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m and p.is_dir():
+            if _complete(p):
+                found.append((int(m.group(1)), p))
+            else:
+                log.warning("skipping incomplete checkpoint %s (interrupted while it was written)", p)
+    return max(found)[1] if found else None
+
+
+def _finite(v) -> bool:
+    return not isinstance(v, (int, float)) or isinstance(v, bool) or math.isfinite(v)
+
+
+def make_metrics_callback(path: str | Path, watch: Iterable[str] = ("loss", "grad_norm")):
+    """A TrainerCallback appending every log (``step`` first) to a JSON Lines file.
+
+    On a resumed run it keeps the lines up to the resumed step; a fresh run starts the file anew.
+    A non-finite value of a ``watch`` key stops training with a TrainingError (on every process).
+    The trainer's closing summary log (``train_runtime``...) is kept in ``.final`` instead.
+    """
+    from transformers import TrainerCallback
+
+    watch = tuple(watch)
+
+    class JsonlMetrics(TrainerCallback):
+        def __init__(self):
+            self.path = Path(path)
+            self.rows: list[dict[str, Any]] = []
+            self.final: dict[str, Any] = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            kept = []
+            if state.global_step > 0 and self.path.is_file():
+                for line in self.path.read_text().splitlines():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        break  # a torn last line of an interrupted run
+                    if row.get("step", 0) <= state.global_step:
+                        kept.append(row)
+            self.rows = kept
+            if state.is_world_process_zero:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = dict(logs or {})
+            if "train_runtime" in logs:
+                self.final = logs
+                return
+            bad = [k for k in watch if k in logs and logs[k] is not None and not _finite(logs[k])]
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if k != "step"}}
+            if state.is_world_process_zero:
+                self.rows.append(row)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+            if bad:
+                raise TrainingError(f"non-finite {', '.join(bad)} at step {state.global_step}: "
+                                    f"{ {k: logs[k] for k in bad} }; lower the learning rate or check the data")
+
+    return JsonlMetrics()
+
+
+def save_adapter(trainer, output_dir: str | Path) -> None:
+    """The trained LoRA adapter (``default`` only, no tokenizer) into ``output_dir``."""
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(str(output_dir), selected_adapters=["default"], safe_serialization=True)
+        missing = [f for f in ADAPTER_FILES if not (Path(output_dir) / f).is_file()]
+        if missing:
+            raise TrainingError(f"saving the adapter to {output_dir} did not write {missing}")
+    trainer.accelerator.wait_for_everyone()
+
+
+def run_training(trainer, output_dir: Path, metrics, summary: dict[str, Any], keep_checkpoints: bool = False,
+                 first_last_keys: Sequence[str] = ("loss",)) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint), save the adapter, write the summary; return it."""
+    ckpt_dir = Path(trainer.args.output_dir)
+    resume = last_checkpoint(ckpt_dir)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    t0 = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - t0
+    save_adapter(trainer, output_dir)
+    final = {**metrics.final, **(out.metrics or {})}
+    summary = dict(summary)
+    summary.update({
+        "steps": int(trainer.state.global_step),
+        "max_steps": int(trainer.state.max_steps),
+        "wall_seconds": round(wall, 3),
+        "train_runtime": final.get("train_runtime"),
+        "samples_per_second": final.get("train_samples_per_second"),
+        "steps_per_second": final.get("train_steps_per_second"),
+        "train_loss": final.get("train_loss"),
+        "resumed_from": str(resume) if resume else None,
+        "logged_steps": len(metrics.rows),
+    })
+    for key in first_last_keys:
+        vals = [r[key] for r in metrics.rows if r.get(key) is not None]
+        name = key.replace("/", "_")
+        summary[f"first_{name}"] = vals[0] if vals else None
+        summary[f"final_{name}"] = vals[-1] if vals else None
+    if trainer.is_world_process_zero():
+        write_json(output_dir / SUMMARY_FILE, summary)
+        if not keep_checkpoints:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return summary
+
+
+def common_args(section: dict[str, Any], output_dir: Path, seed: int, device: str, dtype) -> dict[str, Any]:
+    """TrainingArguments shared by SFT and GRPO: logging, checkpoints, seed, precision, no reporting."""
+    return dict(
+        output_dir=str(output_dir / CHECKPOINT_DIR),
+        learning_rate=float(section["learning_rate"]),
+        max_steps=int(section["max_steps"]),
+        per_device_train_batch_size=int(section["per_device_train_batch_size"]),
+        gradient_accumulation_steps=int(section["gradient_accumulation_steps"]),
+        logging_steps=int(section["logging_steps"]),
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=int(section["save_steps"]),
+        save_total_limit=1,
+        seed=int(seed),
+        data_seed=int(seed),
+        report_to=[],
+        use_cpu=device == "cpu",
+        dataloader_num_workers=0,
+        # TRL turns this on by default; it trades compute for memory (7B models on GPUs), and with
+        # it generation runs without the KV cache: off unless the config asks for it
+        gradient_checkpointing=bool(section["gradient_checkpointing"]),
+        **precision_flags(dtype),
+    )
+
+
+def load_base_model(model_dir: str | Path, dtype, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"model folder {model_dir} has no config.json; run the prepare_model step first")
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code,
+                                                use_safetensors=True)
+
+
+def load_run_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
+    from .models import load_tokenizer
+
+    return load_tokenizer(model_dir, trust_remote_code)
