@@ -142,21 +142,25 @@ def test_every_loader_passes_trust_remote_code_false_by_default(tiny_model, tmp_
     assert seen and all(t is True for _, t, _ in seen), seen
 
 
-def test_evaluation_passes_the_models_own_trust_setting(monkeypatch):
-    """scripts/evaluate.py takes trust_remote_code from the config entry of the model it evaluates."""
-    import importlib.util
+def test_evaluation_passes_the_models_own_trust_setting(monkeypatch, tmp_path):
+    """The evaluate_model stage (gluerl.evaluation.evaluate_model, behind scripts/evaluate.py) takes
+    trust_remote_code from the config entry of the model it evaluates."""
+    from gluerl.config import load_config
+    from gluerl.evaluation import evaluate_model
+    from gluerl.io import write_jsonl
+    from gluerl.prompts import format_split
+    from gluerl.tasks import get_task
+    from gluerl.testing import generate_rows
 
-    spec = importlib.util.spec_from_file_location("ev", ROOT / "scripts" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    val = write_jsonl(tmp_path / "val.jsonl", format_split(generate_rows("rte", 2), get_task("rte")))
     calls = []
-    # the script's evaluate() calls gluerl.evaluation.evaluate_task, which loads through gluerl.models
+    # evaluate_model loads through gluerl.models: stop at the tokenizer, once its flag is seen
     monkeypatch.setattr("gluerl.models.load_tokenizer", lambda path, trust: calls.append(("tok", trust)) or 1 / 0)
-    args = type("A", (), {"model_dir": "x", "adapter": None, "method": "zeroshot", "model": "m", "seed": 1})()
-    cfg = {"prompting": {"chat_template": "auto"}}
     for model_spec, expected in (({}, False), ({"trust_remote_code": True}, True)):
+        cfg = load_config(None, {"models": {"m": model_spec}, "mlflow": {"enabled": False}}, check=False)
         with pytest.raises(ZeroDivisionError):
-            mod.evaluate(args, cfg, None, {}, {}, model_spec, {"dtype": "auto", "device": "cpu"}, None)
+            evaluate_model(cfg, "rte", [f"validation={val}"], "x", tmp_path / "r.json", tmp_path / "p.jsonl",
+                           method="zeroshot", model="m")
         assert calls[-1] == ("tok", expected)
 
 

@@ -7,6 +7,11 @@ of every metric and the score (``ci``, from ``evaluation.bootstrap_*``); predict
 completion with its parse and the SHA-256 of the exact prompt text the model read
 (``prompt_sha256``, after the context-overflow policy), so any number in a table can be traced to
 the text behind it.
+
+:func:`evaluate_model` is the ``evaluate_model`` stage (``scripts/evaluate.py``); it and the other
+stages that run a model on prompt files (:func:`gluerl.transfer.evaluate_transfer`,
+:func:`gluerl.submissions.predict_test`) share :func:`load_evaluated_model`, :func:`stage_run` (the
+MLflow run) and :func:`write_results`.
 """
 
 from __future__ import annotations
@@ -63,6 +68,25 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
     return result, rows
 
 
+def load_evaluated_model(model_dir, adapter, eval_cfg: dict, tasks: Sequence[Task], trust_remote_code: bool = False):
+    """(model, tokenizer, seconds it took) of a model folder (plus ``adapter``) for evaluation: the
+    tokenizer first, the ``evaluation.max_new_tokens`` budget checked against ``tasks``' answers, then
+    the model (``evaluation.dtype`` and ``device``)."""
+    from .budgets import check_token_budget
+    from .models import load_model, load_tokenizer
+
+    t0 = time.perf_counter()
+    tok = load_tokenizer(model_dir, trust_remote_code)
+    check_token_budget("evaluation.max_new_tokens", eval_cfg["max_new_tokens"], tasks, tok)
+    lm = load_model(model_dir, adapter, eval_cfg["dtype"], eval_cfg["device"], trust_remote_code)
+    return lm, tok, time.perf_counter() - t0
+
+
+def rounded(result: dict[str, Any]) -> dict[str, float]:
+    """A column result's float fields rounded to 4 places, for the log line."""
+    return {k: round(v, 4) for k, v in result.items() if isinstance(v, float)}
+
+
 def evaluate_task(model_dir, task: Task, records: dict[str, Sequence[dict[str, Any]]], files: dict[str, Any],
                   eval_cfg: dict, chat_template: str = "auto", *, method: str, model: str, seed: int = 1,
                   adapter=None, trust_remote_code: bool = False,
@@ -70,23 +94,16 @@ def evaluate_task(model_dir, task: Task, records: dict[str, Sequence[dict[str, A
     """(result record, prediction rows) of a model folder (plus ``adapter``) on a task's evaluation
     splits: ``records`` and ``files`` map split -> prompt rows and the prompt file they came from
     (``limit``: rows per split the caller kept, recorded). The model is loaded once; the record is what
-    ``results/eval/.../{task}.json`` holds (``scripts/evaluate.py`` and ``gluerl eval`` both write it)."""
-    from .budgets import check_token_budget
-    from .models import load_model, load_tokenizer
+    ``results/eval/.../{task}.json`` holds (:func:`evaluate_model` and ``gluerl eval`` both write it)."""
     from .records import evaluation_record
 
-    t0 = time.perf_counter()
-    tok = load_tokenizer(model_dir, trust_remote_code)
-    check_token_budget("evaluation.max_new_tokens", eval_cfg["max_new_tokens"], [task], tok)
-    lm = load_model(model_dir, adapter, eval_cfg["dtype"], eval_cfg["device"], trust_remote_code)
-    load_seconds = time.perf_counter() - t0
+    lm, tok, load_seconds = load_evaluated_model(model_dir, adapter, eval_cfg, [task], trust_remote_code)
     columns, predictions = {}, []
     for split, rows in records.items():
         res, preds = evaluate_split(lm, tok, task, split, rows, eval_cfg, chat_template, seed, source=files[split])
         columns[task.eval_splits[split]] = res
         predictions += preds
-        log.info("%s %s[%s]: %s", method, task.name, split,
-                 {k: round(v, 4) for k, v in res.items() if isinstance(v, float)})
+        log.info("%s %s[%s]: %s", method, task.name, split, rounded(res))
     record = {
         "task": task.name, "benchmark": task.benchmark, "method": method, "model": model,
         "seed": seed, "adapter": str(adapter) if adapter else adapter, "columns": columns,
@@ -95,3 +112,71 @@ def evaluate_task(model_dir, task: Task, records: dict[str, Sequence[dict[str, A
         **evaluation_record(task.eval_splits, files, records, limit),
     }
     return record, predictions
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages that run a model on prompt files (evaluate_model, evaluate_transfer, predict_test):
+# one MLflow run each, the model loaded once, the rows written, the files and numbers tracked
+# ---------------------------------------------------------------------------------------------
+def stage_run(cfg: dict[str, Any], kind: str, stage: str, name: str, *, method: str, model: str, seed: int,
+              adapter=None, names: dict[str, Any], sections: Sequence[str] = ("evaluation",),
+              params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None):
+    """The started MLflow run (``gluerl.tracking.start_run``; use with ``with``) of a stage that runs
+    ``model`` on prompt files, named ``{kind}-{method}-{model}-{name}-seed{seed}``. Its params: the
+    config's ``sections`` flattened, the model, ``names`` (what it answers: task, target...), method,
+    seed, adapter, the Snakemake rule, then ``params``."""
+    import os
+
+    from .tracking import flatten, start_run
+
+    run_params = {k: v for s in sections for k, v in flatten(cfg[s], s).items()}
+    run_params.update({"model": model, **names, "method": method, "seed": seed, "adapter": adapter or "",
+                       "snakemake_rule": os.environ.get("GLUERL_RULE", ""), **(params or {})})
+    return start_run(cfg["mlflow"], f"{kind}-{method}-{model}-{name}-seed{seed}", stage, run_params, tags=tags)
+
+
+def write_results(tracker, predictions_file, predictions: Sequence[dict[str, Any]], output=None,
+                  record: dict[str, Any] | None = None) -> None:
+    """The prediction rows as JSON Lines and, with a ``record``, its columns' metrics logged and the
+    record as JSON; then both files logged as artifacts (record first)."""
+    from .io import write_json, write_jsonl
+    from .tracking import eval_metrics
+
+    write_jsonl(predictions_file, predictions)
+    if record is not None:
+        for col, res in record["columns"].items():
+            tracker.log_metrics(eval_metrics(col, res), grouped=False)
+        write_json(output, record)
+        tracker.log_artifact(output)
+    tracker.log_artifact(predictions_file)
+
+
+def trusts_code(cfg: dict[str, Any], model: str) -> bool:
+    """Whether the config's entry of ``model`` lets its folder's own code run (off by default)."""
+    return cfg["models"].get(model, {}).get("trust_remote_code", False)
+
+
+def evaluate_model(cfg: dict[str, Any], task: str, prompts: Sequence[str], model_dir, output, predictions, *,
+                   method: str, model: str, seed: int = 1, adapter=None) -> dict[str, Any]:
+    """The ``evaluate_model`` stage (``scripts/evaluate.py``): ``model_dir`` (plus ``adapter``) on the
+    prompt files ``prompts`` (``SPLIT=FILE``, one per evaluation split of ``task``), in one MLflow run
+    (linked to the adapter's training run); writes the record to ``output`` and the prediction rows to
+    ``predictions``, and returns the record."""
+    from .prompts import read_split_prompts
+    from .records import data_params
+    from .tasks import get_task
+    from .tracking import training_run_of
+
+    task = get_task(task, cfg["task_files"])
+    files, records = read_split_prompts(prompts, task.eval_splits, task.name, "evaluation splits")
+    trained_by = training_run_of(adapter)
+    with stage_run(cfg, "eval", "evaluate", task.name, method=method, model=model, seed=seed, adapter=adapter,
+                   names={"task": task.name}, sections=("evaluation", "prompting"),
+                   params=data_params({task.eval_splits[s]: f for s, f in files.items()}),
+                   tags={"gluerl.training_run_id": trained_by} if trained_by else None) as tracker:
+        tracker.log_datasets({f"{task.eval_splits[s]}-{s}": f for s, f in files.items()}, "evaluation")
+        record, rows = evaluate_task(model_dir, task, records, files, cfg["evaluation"],
+                                     cfg["prompting"]["chat_template"], method=method, model=model, seed=seed,
+                                     adapter=adapter, trust_remote_code=trusts_code(cfg, model))
+        write_results(tracker, predictions, rows, output, record)
+    return record
