@@ -289,8 +289,8 @@ def score(rows: Sequence[dict[str, Any]], target: Target, source: Task, eval_cfg
     return result
 
 
-def evaluate_transfer(cfg: dict[str, Any], target: str, prompts, model_dir, output, predictions, *, method: str,
-                      model: str, seed: int = 1, adapter=None) -> dict[str, Any]:
+def evaluate_transfer(cfg: dict[str, Any], target: str, prompts: str | Path, model_dir, output, predictions, *,
+                      method: str, model: str, seed: int = 1, adapter=None) -> dict[str, Any]:
     """The ``evaluate_transfer`` stage (``scripts/evaluate_transfer.py``): ``model_dir`` (plus the source
     task's ``adapter``) on the prompt file of the config's transfer entry ``target`` (formatted as its
     source task's), parsed with the source task's label words and scored by :func:`score`, in one
