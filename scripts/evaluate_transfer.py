@@ -15,7 +15,7 @@ parsed with its label words and scored with its metrics over the target's classe
 from __future__ import annotations
 
 from gluerl import cli
-from gluerl.transfer import evaluate_transfer
+from gluerl.evaluation import evaluate_transfer
 
 
 def main(argv=None):

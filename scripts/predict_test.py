@@ -15,7 +15,7 @@ answer is invalid; scripts/make_submission.py gives those the training majority 
 from __future__ import annotations
 
 from gluerl import cli
-from gluerl.submissions import predict_test
+from gluerl.evaluation import predict_test
 
 
 def main(argv=None):

@@ -8,14 +8,15 @@ completion with its parse and the SHA-256 of the exact prompt text the model rea
 (``prompt_sha256``, after the context-overflow policy), so any number in a table can be traced to
 the text behind it.
 
-:func:`evaluate_model` is the ``evaluate_model`` stage (``scripts/evaluate.py``); it and the other
-stages that run a model on prompt files (:func:`gluerl.transfer.evaluate_transfer`,
-:func:`gluerl.submissions.predict_test`) share :func:`load_evaluated_model`, :func:`stage_run` (the
-MLflow run) and :func:`write_results`.
+The stages that run a model on prompt files are here too, one function each, behind a thin script:
+:func:`evaluate_model` (rule ``evaluate_model``, ``scripts/evaluate.py``), :func:`evaluate_transfer`
+(``scripts/evaluate_transfer.py``) and :func:`predict_test` (``scripts/predict_test.py``). They share
+:func:`load_evaluated_model`, :func:`stage_run` (the MLflow run) and :func:`write_results`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Sequence
@@ -180,3 +181,71 @@ def evaluate_model(cfg: dict[str, Any], task: str, prompts: Sequence[str], model
                                      adapter=adapter, trust_remote_code=trusts_code(cfg, model))
         write_results(tracker, predictions, rows, output, record)
     return record
+
+
+def evaluate_transfer(cfg: dict[str, Any], target: str, prompts, model_dir, output, predictions, *,
+                      method: str, model: str, seed: int = 1, adapter=None) -> dict[str, Any]:
+    """The ``evaluate_transfer`` stage (``scripts/evaluate_transfer.py``): ``model_dir`` (plus the source
+    task's ``adapter``) on the prompt file of the config's transfer entry ``target`` (formatted as its
+    source task's), parsed with the source task's label words and scored by
+    :func:`gluerl.transfer.score`, in one MLflow run; writes the record (:func:`evaluate_model`'s
+    layout, one column) to ``output`` and the prediction rows to ``predictions``, and returns it."""
+    from .errors import DataError
+    from .io import read_jsonl
+    from .tasks import registry
+    from .transfer import BENCHMARK, find_target, score
+
+    stage_log = logging.getLogger("gluerl.evaluate_transfer")  # the stage's log lines keep the script's name
+    tasks = registry(cfg["task_files"])
+    target = find_target(cfg, tasks, target)
+    source = tasks[target.source_task]
+    records = read_jsonl(prompts)
+    if not records:
+        raise DataError("prompt file is empty", prompts)
+    ev = cfg["evaluation"]
+    with stage_run(cfg, "transfer", "transfer", target.name, method=method, model=model, seed=seed, adapter=adapter,
+                   names={"target": target.name, "source_task": source.name, "dataset": target.source()}) as tracker:
+        lm, tok, load_seconds = load_evaluated_model(model_dir, adapter, ev, [source], trusts_code(cfg, model))
+        unscored = dataclasses.replace(source, labelled=False)  # scored below, over the target's classes
+        res, preds = evaluate_split(lm, tok, unscored, target.split, records, ev, cfg["prompting"]["chat_template"],
+                                    seed)
+        res.update(score(preds, target, source, ev))
+        stage_log.info("%s %s <- %s: %s", method, target.name, source.name, rounded(res))
+        record = {
+            "task": target.name, "benchmark": BENCHMARK, "source_task": source.name, "dataset": target.source(),
+            "method": method, "model": model, "seed": seed, "adapter": adapter,
+            "columns": {target.name: res}, "load_seconds": round(load_seconds, 3), "evaluation": ev,
+            "chat_template": cfg["prompting"]["chat_template"],
+        }
+        write_results(tracker, predictions, preds, output, record)
+    return record
+
+
+def predict_test(cfg: dict[str, Any], task: str, prompts: Sequence[str], model_dir, output, *, method: str,
+                 model: str, seed: int = 1, adapter=None) -> list[dict[str, Any]]:
+    """The ``predict_test`` stage (``scripts/predict_test.py``): ``model_dir`` (plus ``adapter``) on the
+    prompt files ``prompts`` (``SPLIT=FILE``, one per test split of ``task``), generated as evaluation
+    generates (``evaluation.*``) but not scored, in one MLflow run; writes every row's completion and
+    parse to ``output`` (JSON Lines; ``prediction`` null when the answer is invalid) and returns them."""
+    from .prompts import read_split_prompts
+    from .tasks import get_task
+
+    stage_log = logging.getLogger("gluerl.predict_test")  # the stage's log lines keep the script's name
+    task = get_task(task, cfg["task_files"])
+    files, records = read_split_prompts(prompts, task.test_splits, task.name, "submission test splits")
+    ev = cfg["evaluation"]
+    with stage_run(cfg, "predict", "predict_test", task.name, method=method, model=model, seed=seed,
+                   adapter=adapter, names={"task": task.name}) as tracker:
+        lm, tok, _ = load_evaluated_model(model_dir, adapter, ev, [task], trusts_code(cfg, model))
+        unscored = dataclasses.replace(task, labelled=False)  # test labels are hidden: no metrics
+        predictions = []
+        for split, rows in records.items():
+            res, preds = evaluate_split(lm, tok, unscored, split, rows, ev, cfg["prompting"]["chat_template"], seed)
+            for r in preds:
+                r.pop("correct", None)
+            predictions += preds
+            stage_log.info("%s %s[%s]: %d rows, invalid rate %.4f", method, task.name, split, res["n"],
+                           res["invalid_rate"])
+            tracker.log_metrics({f"{split}.invalid_rate": res["invalid_rate"], f"{split}.n": res["n"]})
+        write_results(tracker, output, predictions)
+    return predictions

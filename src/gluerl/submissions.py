@@ -17,16 +17,13 @@ or for a regression task their mean score; the number of fallbacks per file is c
 manifest next to the archive, with the files the server expects that the configured tasks do not
 provide and whether any split was subsampled (the server rejects an incomplete file).
 
-:func:`predict_test` is the ``predict_test`` stage (``scripts/predict_test.py``): the test splits'
-completions and their parse, with the evaluation's generation settings.
+The test splits' completions come from the ``predict_test`` stage, :func:`gluerl.evaluation.predict_test`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
-import logging
 import zipfile
 from collections import Counter
 from typing import Any, Iterable, Sequence
@@ -227,34 +224,3 @@ def zip_bytes(files: dict[str, str]) -> bytes:
             info.external_attr = 0o644 << 16
             z.writestr(info, text.encode("utf-8"))
     return buf.getvalue()
-
-
-def predict_test(cfg: dict[str, Any], task: str, prompts: Sequence[str], model_dir, output, *, method: str,
-                 model: str, seed: int = 1, adapter=None) -> list[dict[str, Any]]:
-    """The ``predict_test`` stage (``scripts/predict_test.py``): ``model_dir`` (plus ``adapter``) on the
-    prompt files ``prompts`` (``SPLIT=FILE``, one per test split of ``task``), generated as evaluation
-    generates (``evaluation.*``) but not scored, in one MLflow run; writes every row's completion and
-    parse to ``output`` (JSON Lines; ``prediction`` null when the answer is invalid) and returns them."""
-    from .evaluation import evaluate_split, load_evaluated_model, stage_run, trusts_code, write_results
-    from .prompts import read_split_prompts
-    from .tasks import get_task
-
-    stage_log = logging.getLogger("gluerl.predict_test")  # the stage's log lines keep the script's name
-    task = get_task(task, cfg["task_files"])
-    files, records = read_split_prompts(prompts, task.test_splits, task.name, "submission test splits")
-    ev = cfg["evaluation"]
-    with stage_run(cfg, "predict", "predict_test", task.name, method=method, model=model, seed=seed,
-                   adapter=adapter, names={"task": task.name}) as tracker:
-        lm, tok, _ = load_evaluated_model(model_dir, adapter, ev, [task], trusts_code(cfg, model))
-        unscored = dataclasses.replace(task, labelled=False)  # test labels are hidden: no metrics
-        predictions = []
-        for split, rows in records.items():
-            res, preds = evaluate_split(lm, tok, unscored, split, rows, ev, cfg["prompting"]["chat_template"], seed)
-            for r in preds:
-                r.pop("correct", None)
-            predictions += preds
-            stage_log.info("%s %s[%s]: %d rows, invalid rate %.4f", method, task.name, split, res["n"],
-                           res["invalid_rate"])
-            tracker.log_metrics({f"{split}.invalid_rate": res["invalid_rate"], f"{split}.n": res["n"]})
-        write_results(tracker, output, predictions)
-    return predictions

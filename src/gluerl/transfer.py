@@ -18,7 +18,8 @@ labels than the source maps a value to several source ids: bAbI-NLI's ``not-enta
 ``[1, 2]`` (MNLI's neutral or contradiction), and an answer of either counts as right. Scores
 use the source task's metrics over the target's classes (each class named by its first id).
 
-:func:`evaluate_transfer` is the ``evaluate_transfer`` stage (``scripts/evaluate_transfer.py``).
+The ``evaluate_transfer`` stage itself is :func:`gluerl.evaluation.evaluate_transfer` (this module is
+imported when Snakemake plans the DAG, so it holds nothing that loads a model).
 """
 
 from __future__ import annotations
@@ -287,39 +288,3 @@ def score(rows: Sequence[dict[str, Any]], target: Target, source: Task, eval_cfg
         result["invalid_rate"] = sum(p is None for p in preds) / len(rows)
     result["n"] = len(rows)
     return result
-
-
-def evaluate_transfer(cfg: dict[str, Any], target: str, prompts: str | Path, model_dir, output, predictions, *,
-                      method: str, model: str, seed: int = 1, adapter=None) -> dict[str, Any]:
-    """The ``evaluate_transfer`` stage (``scripts/evaluate_transfer.py``): ``model_dir`` (plus the source
-    task's ``adapter``) on the prompt file of the config's transfer entry ``target`` (formatted as its
-    source task's), parsed with the source task's label words and scored by :func:`score`, in one
-    MLflow run; writes the record (``scripts/evaluate.py``'s layout, one column) to ``output`` and the
-    prediction rows to ``predictions``, and returns the record."""
-    from .evaluation import evaluate_split, load_evaluated_model, rounded, stage_run, trusts_code, write_results
-    from .tasks import registry
-
-    stage_log = logging.getLogger("gluerl.evaluate_transfer")  # the stage's log lines keep the script's name
-    tasks = registry(cfg["task_files"])
-    target = find_target(cfg, tasks, target)
-    source = tasks[target.source_task]
-    records = read_jsonl(prompts)
-    if not records:
-        raise DataError("prompt file is empty", prompts)
-    ev = cfg["evaluation"]
-    with stage_run(cfg, "transfer", "transfer", target.name, method=method, model=model, seed=seed, adapter=adapter,
-                   names={"target": target.name, "source_task": source.name, "dataset": target.source()}) as tracker:
-        lm, tok, load_seconds = load_evaluated_model(model_dir, adapter, ev, [source], trusts_code(cfg, model))
-        unscored = dataclasses.replace(source, labelled=False)  # scored below, over the target's classes
-        res, preds = evaluate_split(lm, tok, unscored, target.split, records, ev, cfg["prompting"]["chat_template"],
-                                    seed)
-        res.update(score(preds, target, source, ev))
-        stage_log.info("%s %s <- %s: %s", method, target.name, source.name, rounded(res))
-        record = {
-            "task": target.name, "benchmark": BENCHMARK, "source_task": source.name, "dataset": target.source(),
-            "method": method, "model": model, "seed": seed, "adapter": adapter,
-            "columns": {target.name: res}, "load_seconds": round(load_seconds, 3), "evaluation": ev,
-            "chat_template": cfg["prompting"]["chat_template"],
-        }
-        write_results(tracker, predictions, preds, output, record)
-    return record
