@@ -187,7 +187,8 @@ def test_the_readme_has_the_commands_we_expect():
     assert "snakemake --cores 2" in texts  # the first command's last step
     assert "GLUERL_CONFIG=my.yaml snakemake results/tables/glue.csv --cores 8 --resources gpu=4" in texts
     assert "GLUERL_CONFIG=config/repro/smollm2-sst2-cola.yaml snakemake --cores 2" in texts
-    assert sum(not c.inline for c in SNAKEMAKE) == 4 and len(SNAKEMAKE) > 10
+    assert "snakemake --cores 2 --configfile .test/config.yaml --replace-workflow-config" in texts
+    assert sum(not c.inline for c in SNAKEMAKE) == 5 and len(SNAKEMAKE) > 10
     assert not [c for c in COMMANDS if c.inline and not (c in SNAKEMAKE or c in DVC or skip_reason(c.text)
                                                           or c.text.startswith(("gluerl ", "python ")))]
 
