@@ -19,7 +19,7 @@ rule evaluate_model:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE={rule} python -m gluerl.job --keep {output.result} --keep {output.predictions} --inputs {input} -- "
+        "GLUERL_RULE=evaluate_model python -m gluerl.job --keep {output.result} --keep {output.predictions} --inputs {input} -- "
         "{params.gpus} python scripts/evaluate.py --config-json {params.cfg:q} --task {wildcards.task} "
         "--method {wildcards.method} --model {wildcards.model} --seed {wildcards.seed} "
         "--model-dir {input.model} {params.flags} --output {output.result} "

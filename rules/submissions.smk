@@ -21,7 +21,7 @@ rule predict_test:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE={rule} python -m gluerl.job --keep {output} --inputs {input} -- {params.gpus} python scripts/predict_test.py --config-json {params.cfg:q} "
+        "GLUERL_RULE=predict_test python -m gluerl.job --keep {output} --inputs {input} -- {params.gpus} python scripts/predict_test.py --config-json {params.cfg:q} "
         "--task {wildcards.task} --method {wildcards.method} --model {wildcards.model} --seed {wildcards.seed} "
         "--model-dir {input.model} {params.flags} --output {output} > {log} 2>&1"
 

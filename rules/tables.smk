@@ -30,6 +30,6 @@ rule assemble_table:
     conda:
         "../envs/core.yaml"
     shell:
-        "GLUERL_RULE={rule} python -m gluerl.job --keep {output.csv} --keep {output.markdown} --keep {output.png} --keep {output.svg} --keep {output.metrics} "
+        "GLUERL_RULE=assemble_table python -m gluerl.job --keep {output.csv} --keep {output.markdown} --keep {output.png} --keep {output.svg} --keep {output.metrics} "
         "--inputs {input} -- python scripts/assemble_table.py --config-json {params.cfg:q} --benchmark {wildcards.benchmark} "
         "--csv {output.csv} --markdown {output.markdown} --png {output.png} --metrics {output.metrics} {input.results} {input.predictions} > {log} 2>&1"

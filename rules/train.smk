@@ -16,6 +16,7 @@ rule train_sft:
     benchmark:
         "results/benchmarks/train_sft/{model}/{train_set}/seed{seed}.tsv"
     params:
+        rule="train_sft",  # GLUERL_RULE: Snakemake's linter refuses {rule} in a shell command
         script="scripts/train_sft.py",
         cfg=stage_config("train_sft"),
         prompts=prompts_flags,
@@ -29,7 +30,7 @@ rule train_sft:
         "../envs/torch.yaml"
     priority: 40
     shell:
-        "GLUERL_RULE={rule} python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
+        "GLUERL_RULE={params.rule} python -m gluerl.job --keep $(dirname {output.adapter}) --inputs {input} -- "
         "{params.launch} {params.script} --config-json {params.cfg:q} --model-dir {input.model} "
         "{params.prompts} {params.init}--output-dir $(dirname {output.adapter}) --seed {wildcards.seed} > {log} 2>&1"
 
@@ -44,6 +45,7 @@ use rule train_sft as train_ppo with:
     benchmark:
         "results/benchmarks/train_ppo/{model}/{train_set}/seed{seed}.tsv"
     params:
+        rule="train_ppo",
         script="scripts/train_ppo.py",
         cfg=stage_config("train_ppo"),
         prompts=prompts_flags,
@@ -66,6 +68,7 @@ use rule train_sft as train_sft_ppo with:
     benchmark:
         "results/benchmarks/train_sft_ppo/{model}/{train_set}/seed{seed}.tsv"
     params:
+        rule="train_sft_ppo",
         script="scripts/train_ppo.py",
         cfg=stage_config("train_sft_ppo"),
         prompts=prompts_flags,
@@ -83,6 +86,7 @@ use rule train_sft as train_grpo with:
     benchmark:
         "results/benchmarks/train_grpo/{model}/{train_set}/seed{seed}.tsv"
     params:
+        rule="train_grpo",
         script="scripts/train_grpo.py",
         cfg=stage_config("train_grpo"),
         prompts=prompts_flags,

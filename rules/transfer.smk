@@ -60,7 +60,7 @@ rule evaluate_transfer:
     conda:
         "../envs/torch.yaml"
     shell:
-        "GLUERL_RULE={rule} python -m gluerl.job --keep {output.result} --keep {output.predictions} --inputs {input} -- "
+        "GLUERL_RULE=evaluate_transfer python -m gluerl.job --keep {output.result} --keep {output.predictions} --inputs {input} -- "
         "{params.gpus} python scripts/evaluate_transfer.py --config-json {params.cfg:q} "
         "--target {wildcards.target} --method {wildcards.method} --model {wildcards.model} --seed {wildcards.seed} "
         "--model-dir {input.model} {params.adapter} --prompts {input.prompts} --output {output.result} "

@@ -1,6 +1,7 @@
 """GPU slot assignment with fake devices: concurrent jobs get disjoint sets; failures free slots."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -132,9 +133,11 @@ def test_default_profile_runs_model_jobs_on_one_thread_each():
     rules = (root / "rules").glob("*.smk")
     launched = set()
     for f in rules:
-        for block in ("\n" + f.read_text()).split("\nrule ")[1:]:
-            name = block.split(":", 1)[0].strip()
-            if "launch=launcher" in block or "gpus=gpu_slots" in block:
+        for block in re.split(r"\n(?=rule |use rule )", "\n" + f.read_text())[1:]:
+            m = re.match(r"rule (\w+):|use rule (\w+) as (\w+) with:", block)
+            name, parent = (m.group(1), None) if m.group(1) else (m.group(3), m.group(2))
+            # a derived rule (use rule ... with:) launches as its parent unless it says otherwise
+            if "launch=launcher" in block or "gpus=gpu_slots" in block or parent in launched:
                 launched.add(name)
     assert launched and launched == set(threads), (launched, threads)
     assert all(v == 1 for v in threads.values())

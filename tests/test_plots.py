@@ -166,7 +166,8 @@ def test_ppo_logs_each_tasks_reward_accuracy_and_invalid_rate():
     from gluerl.ppo import PPOTrainer
     from gluerl.tasks import get_task
 
-    fake = SimpleNamespace(tasks={"sst2": get_task("sst2"), "stsb": get_task("stsb")}, _reduce=lambda v: v)
+    fake = SimpleNamespace(tasks={"sst2": get_task("sst2"), "stsb": get_task("stsb")},
+                           _reduce_named=lambda values, op="sum": dict(values))
     records = [{"task": "sst2", "label": 1}, {"task": "sst2", "label": 0}, {"task": "sst2", "label": 1},
                {"task": "stsb", "label": 3.0}]
     preds = [1, 1, None, 2.5]

@@ -108,7 +108,7 @@ def check_names(cfg: dict, source: str = "config") -> None:
     from .models import check_source
     from .tasks import registry
 
-    tasks = registry(cfg.get("task_files", []))
+    tasks = registry(cfg["task_files"])
     unknown = [t for t in cfg["tasks"] if t not in tasks]
     if unknown:
         raise ConfigError(f"{source}: tasks: unknown task(s) {unknown}; known: {', '.join(sorted(tasks))}")

@@ -179,8 +179,8 @@ def build_grpo_trainer(cfg: dict[str, Any], model_dir: str | Path, prompt_files:
     dtype = resolve_dtype(cfg["training"]["dtype"], device)
     tok = load_run_tokenizer(model_dir, trust_remote_code)
     check_token_budget("grpo.max_completion_length", cfg["grpo"]["max_completion_length"],
-                       [get_task(t, cfg.get("task_files", [])) for t, _ in prompt_files], tok)
-    records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg.get("task_files", []),
+                       [get_task(t, cfg["task_files"]) for t, _ in prompt_files], tok)
+    records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg["task_files"],
                                  seed=seed, **mixing(cfg))
     dataset = grpo_dataset(records, tok, seed)
     args = grpo_args(cfg, output_dir, seed, device)
@@ -196,7 +196,7 @@ def build_grpo_trainer(cfg: dict[str, Any], model_dir: str | Path, prompt_files:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
         peft_config = None
     metrics = make_metrics_callback(output_dir / METRICS_FILE, watch=("loss", "reward", "grad_norm"))
-    reward_fn = make_reward_function(cfg["ppo"]["reward"], cfg.get("task_files", []))
+    reward_fn = make_reward_function(cfg["ppo"]["reward"], cfg["task_files"])
     trainer = _trainer_class()(model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset,
                                processing_class=tok, peft_config=peft_config, callbacks=[metrics, *callbacks])
     tasks = sorted({t for t, _ in prompt_files})

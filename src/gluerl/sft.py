@@ -100,7 +100,7 @@ def build_sft_trainer(cfg: dict[str, Any], model_dir: str | Path, prompt_files: 
     device = resolve_run_device()
     dtype = resolve_dtype(cfg["training"]["dtype"], device)
     tok = load_run_tokenizer(model_dir, trust_remote_code)
-    records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg.get("task_files", []),
+    records = load_train_records(prompt_files, tok, cfg["prompting"]["chat_template"], cfg["task_files"],
                                  seed=seed, **mixing(cfg))
     dataset = sft_dataset(records, tok, seed)
     args = sft_args(cfg, output_dir, seed, device)

@@ -73,7 +73,7 @@ class PPOTrainer:
         self.records, self.output_dir, self.seed = list(records), Path(output_dir), int(seed)
         self.callbacks = list(callbacks)
         self.rule = RewardRule(**self.ppo.reward)
-        self.tasks = {r["task"]: get_task(r["task"], cfg.get("task_files", ())) for r in self.records}
+        self.tasks = {r["task"]: get_task(r["task"], cfg["task_files"]) for r in self.records}
         # (task, label id) of every classification task, in one order on every process (answer shares)
         self.label_keys = [(name, label) for name, task in sorted(self.tasks.items()) if not task.is_regression
                            for label in sorted(task.labels)]
@@ -197,17 +197,17 @@ class PPOTrainer:
         """Multi-task training: ``task/<task>/reward_mean``, ``/accuracy`` (classification) and
         ``/invalid_rate`` over this step's episodes of that task on all processes (None without any)."""
         names = sorted(self.tasks)
-        acc = {t: [0.0, 0, 0, 0] for t in names}  # reward sum, episodes, right answers, invalid
+        acc = {(t, k): 0.0 for t in names for k in ("reward", "episodes", "right", "invalid")}
         for r, p, sc in zip(records, preds, scores.tolist()):
-            a = acc[r["task"]]
-            a[0] += sc
-            a[1] += 1
-            a[2] += int(p is not None and not self.tasks[r["task"]].is_regression and int(p) == int(r["label"]))
-            a[3] += int(p is None)
-        sums = self._reduce([v for t in names for v in acc[t]])
+            t = r["task"]
+            acc[t, "reward"] += sc
+            acc[t, "episodes"] += 1
+            acc[t, "right"] += int(p is not None and not self.tasks[t].is_regression and int(p) == int(r["label"]))
+            acc[t, "invalid"] += int(p is None)
+        sums = self._reduce_named(acc)
         out: dict[str, float | None] = {}
-        for i, t in enumerate(names):
-            total, n, right, invalid = sums[4 * i: 4 * i + 4]
+        for t in names:
+            total, n, right, invalid = (sums[t, k] for k in ("reward", "episodes", "right", "invalid"))
             out[f"task/{t}/reward_mean"] = total / n if n else None
             out[f"task/{t}/accuracy"] = None if not n or self.tasks[t].is_regression else right / n
             out[f"task/{t}/invalid_rate"] = invalid / n if n else None
