@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -55,18 +56,23 @@ def package_of(path: Path) -> list[str]:
     return list(rel.parts[:-1])
 
 
+def import_targets(dotted: str, names=()) -> set[Path]:
+    """Files that `from gluerl.<dotted> import <names>` (or `import gluerl.<dotted>`) runs: the module
+    with its packages, and each name that is a submodule (`from gluerl.ppo import losses`)."""
+    found: set[Path] = set()
+    for name in names:
+        sub = f"{dotted}.{name}" if dotted else name
+        if module_file(sub) is not None:
+            found.update(with_parents(sub))
+    if dotted:
+        found.update(with_parents(dotted))
+    return found
+
+
 def imported_files(path: Path) -> set[Path]:
     """Package files a file imports (at the top or inside functions)."""
     inside = path.is_relative_to(PACKAGE)
     found: set[Path] = set()
-
-    def add(dotted: str, names=()):
-        for name in names:  # `from gluerl.ppo import losses` imports a submodule
-            sub = module_file(f"{dotted}.{name}" if dotted else name)
-            if sub is not None:
-                found.update(with_parents(f"{dotted}.{name}" if dotted else name))
-        if dotted:
-            found.update(with_parents(dotted))
 
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom):
@@ -74,15 +80,15 @@ def imported_files(path: Path) -> set[Path]:
             if node.level and inside:
                 base = package_of(path)[: len(package_of(path)) - (node.level - 1)]
                 dotted = ".".join(base + ([node.module] if node.module else []))
-                add(dotted, names)
+                found |= import_targets(dotted, names)
             elif node.module == "gluerl":
-                add("", names)
+                found |= import_targets("", names)
             elif node.module and node.module.startswith("gluerl."):
-                add(node.module.split(".", 1)[1], names)
+                found |= import_targets(node.module.split(".", 1)[1], names)
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith("gluerl."):
-                    add(a.name.split(".", 1)[1])
+                    found |= import_targets(a.name.split(".", 1)[1])
     found.discard(PACKAGE / "__init__.py")  # the package's own __init__ is in every stage alike
     return found
 
@@ -98,6 +104,7 @@ def closure(files: list[Path]) -> set[Path]:
     return seen
 
 
+@functools.cache
 def helper_modules() -> dict[str, str]:
     """rules/common.smk helpers that launch `python -m gluerl.X` (e.g. gpu_slots -> gpus)."""
     out = {}
@@ -109,19 +116,14 @@ def helper_modules() -> dict[str, str]:
     return out
 
 
+@functools.cache  # the same for every stage: read the workflow files once a run
 def planning_files() -> set[Path]:
     """Package files every stage runs while Snakemake plans the DAG: the imports of the workflow files."""
     files: set[Path] = set()
     for pattern in WORKFLOW_FILES:
         for smk in sorted(REPO.glob(pattern)):
             for frm, names, imp in SMK_IMPORT.findall(smk.read_text()):
-                dotted = (frm or imp).partition(".")[2]
-                for name in (n.strip() for n in names.split(",")) if frm else ():
-                    sub = f"{dotted}.{name}" if dotted else name
-                    if module_file(sub) is not None:
-                        files.update(with_parents(sub))
-                if dotted:
-                    files.update(with_parents(dotted))
+                files |= import_targets((frm or imp).partition(".")[2], [n.strip() for n in names.split(",") if frm])
     files.discard(PACKAGE / "__init__.py")
     return files | closure(sorted(files))
 

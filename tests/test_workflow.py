@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gluerl.testing import fixture_texts, make_glue_fixture, make_tiny_model
+from gluerl.testing import make_test_resources
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = ["Snakefile", "rules", "scripts", "profiles", "config", "envs", "report", ".test"]
@@ -68,8 +68,7 @@ def test_the_checked_in_test_config_plans_the_whole_dag(tmp_path):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("wf")
-    make_tiny_model(root / "tiny-src", fixture_texts())
-    make_glue_fixture(root / "glue", ["rte", "stsb", "mnli", "cola"], n_train=30, n_eval=8)
+    make_test_resources(root, model="tiny-src")  # the resources of .test/config.yaml, where tiny_config says
     work = copy_workflow(root / "work")
     (work / "config" / "test.yaml").write_text(yaml.safe_dump(tiny_config(root)))
     return root, work

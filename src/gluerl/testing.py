@@ -134,11 +134,11 @@ def fixture_texts(tasks: Iterable[str] = ("cola", "sst2", "rte", "mrpc", "stsb",
 FIXTURE_TASKS = ("rte", "stsb", "mnli", "cola")
 
 
-def make_test_resources(root: str | Path) -> Path:
-    """``root/tiny-model`` and ``root/glue`` (train 30, evaluation splits 8 rows per task): what
+def make_test_resources(root: str | Path, model: str = "tiny-model") -> Path:
+    """``root/{model}`` and ``root/glue`` (train 30, evaluation splits 8 rows per task): what
     ``.test/config.yaml`` and the workflow tests run on."""
     root = Path(root)
-    make_tiny_model(root / "tiny-model", fixture_texts())
+    make_tiny_model(root / model, fixture_texts())
     make_glue_fixture(root / "glue", FIXTURE_TASKS, n_train=30, n_eval=8)
     return root
 
