@@ -42,6 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.5  # GRPO's seconds to the threshold over ours
+STEP_KEYS = ("step", "episodes", "reward_mean", "accuracy", "invalid_rate", "kl", "entropy", "clipfrac", "approx_kl",
+             "explained_variance", "seconds_generation", "seconds_scoring", "seconds_optimisation", "seconds_step")
 
 
 def heldout_records(args, task, tok):
@@ -96,6 +98,7 @@ def run_side(args) -> dict:
     tok = load_tokenizer(args.model_dir)
     heldout = heldout_records(args, task, tok)
     points = []  # (episodes, training seconds, accuracy)
+    steps = []  # ours: each update's training metrics (rollout accuracy, answer shares, KL, ...)
     out = Path(args.workdir) / args.side
     if args.side == "ours":
         from gluerl.ppo import PPOTrainer
@@ -114,6 +117,7 @@ def run_side(args) -> dict:
             m = trainer.train_step()
             seconds += time.perf_counter() - t0
             episodes += m["episodes"]
+            steps.append({k: v for k, v in m.items() if k in STEP_KEYS or k.startswith("pred_frac/")})
             if episodes % args.eval_every == 0 or episodes >= args.episodes:
                 points.append((episodes, seconds, score(policy, tok, task, heldout, cfg)))
                 print(f"ours: {points[-1]}", flush=True)
@@ -149,7 +153,7 @@ def run_side(args) -> dict:
         clock.trainer = trainer
         points.append((0, 0.0, score(trainer.model, tok, task, heldout, cfg)))
         trainer.train()
-    return {"side": args.side, "points": points, "heldout": len(heldout)}
+    return {"side": args.side, "points": points, "heldout": len(heldout), "steps": steps}
 
 
 def time_to(points, threshold):
