@@ -89,10 +89,18 @@ def validate(cfg: dict, source: str = "config") -> dict:
     return cfg
 
 
-def section(name: str, values: dict | None = None, source: str = "config") -> dict:
-    """One top-level section (``evaluation``, ``sft``, ...) validated, with the schema's defaults filled
-    in: code that takes a section reads its keys with ``[]`` and never repeats a default."""
-    return validate({name: copy.deepcopy(values) if values is not None else {}}, source)[name]
+def section(name: str, values: Any = None, source: str = "config") -> Any:
+    """One top-level section (``evaluation``, ``sft``, ``transfer``, ...) validated, with the schema's
+    defaults filled in (``None``: the section's default): code that takes a section reads its keys
+    with ``[]`` and never repeats a default."""
+    return validate({name: copy.deepcopy(values)} if values is not None else {}, source)[name]
+
+
+def model_spec(name: str, spec: dict | None = None, source: str = "config") -> dict:
+    """One ``models.NAME`` entry validated against the schema's model entry, with its defaults
+    (``trust_remote_code``, ``allow_pickle``, ``revision``) filled in; a bad value is one line
+    naming ``models.NAME.KEY``. Which source (hub, path or gguf) is checked by ``models.check_source``."""
+    return section("models", {name: spec if spec is not None else {}}, source)[name]
 
 
 def embedded_splits() -> dict[str, list[str]]:
@@ -116,7 +124,7 @@ def check_names(cfg: dict, source: str = "config") -> None:
         if not NAME_RE.match(name):
             raise ConfigError(f"{source}: models.{name}: use letters, digits, '.', '_' and '-' only")
         check_source(name, spec)
-    uri = (cfg.get("mlflow") or {}).get("tracking_uri") or ""
+    uri = cfg["mlflow"]["tracking_uri"] or ""
     if re.search(r"://[^/@\s]+@", uri):
         # config sections travel as job parameters (command lines, Snakemake's metadata): no secrets in them
         raise ConfigError(f"{source}: mlflow.tracking_uri holds credentials (user:password@); give them as "

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any, Sequence
 
-from .config import section
+from .config import model_spec, section
 from .context import fit_prompts, prompt_budget
 from .generation import generate
 from .metrics import compute_metrics
@@ -153,8 +153,9 @@ def write_results(tracker, predictions_file, predictions: Sequence[dict[str, Any
 
 
 def trusts_code(cfg: dict[str, Any], model: str) -> bool:
-    """Whether the config's entry of ``model`` lets its folder's own code run (off by default)."""
-    return cfg["models"].get(model, {}).get("trust_remote_code", False)
+    """Whether the config's entry of ``model`` lets its folder's own code run (the schema's default:
+    off). A stage that takes a prepared folder may have no entry of ``model``: the defaults then."""
+    return model_spec(model, cfg["models"].get(model))["trust_remote_code"]
 
 
 def evaluate_model(cfg: dict[str, Any], task: str, prompts: Sequence[str], model_dir, output, predictions, *,

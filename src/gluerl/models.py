@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .config import model_spec
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -150,15 +151,17 @@ def require_hub_model(name: str, repo_id: str, revision: str | None) -> None:
 
 
 def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write model ``name`` from its source ``spec`` as a plain Hugging Face folder."""
+    """Write model ``name`` from its source ``spec`` (a ``models.NAME`` entry; its defaults are filled
+    from the schema) as a plain Hugging Face folder."""
+    spec = model_spec(name, spec)
     check_source(name, spec)
     if spec.get("hub"):
-        require_hub_model(name, spec["hub"], spec.get("revision"))  # before the slow imports
+        require_hub_model(name, spec["hub"], spec["revision"])  # before the slow imports
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = Path(out_dir)
-    trust = bool(spec.get("trust_remote_code", False))
-    allow_pickle = bool(spec.get("allow_pickle", False))
+    trust = bool(spec["trust_remote_code"])
+    allow_pickle = bool(spec["allow_pickle"])
     if spec.get("gguf"):
         src = gguf_location(spec["gguf"]["package"], spec["gguf"]["file"])
         log.info("de-quantising GGUF %s", src)
@@ -166,7 +169,7 @@ def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
         origin = {"gguf": str(src)}
     else:
         ref = spec.get("hub") or spec["path"]
-        kw = dict(revision=spec.get("revision")) if spec.get("hub") else {}
+        kw = dict(revision=spec["revision"]) if spec.get("hub") else {}
         log.info("loading %s", ref)
         try:
             tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust, **kw)
@@ -182,7 +185,7 @@ def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path) -> Path:
                 raise
             raise ConfigError(f"models.{name}: {ref} needs its own Python code to load; it is not run unless "
                               f"models.{name}.trust_remote_code is true (set it only if you trust that code)") from None
-        origin = {"hub": ref, "revision": spec.get("revision")} if spec.get("hub") else {"path": str(ref)}
+        origin = {"hub": ref, "revision": spec["revision"]} if spec.get("hub") else {"path": str(ref)}
         if hasattr(model.config, "quantization_config"):
             raise ConfigError(f"models.{name}: {ref} is quantised; give an unquantised checkpoint")
     tmp = out.with_name(out.name + ".partial")

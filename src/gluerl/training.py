@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .config import section
 from .errors import ConfigError, DataError, TrainingError
 from .io import write_json
 from .prompts import read_prompt_file, render_prompt
@@ -47,15 +48,17 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def lora_config(lora: dict[str, Any], task_type: str = "CAUSAL_LM"):
-    """A PEFT LoraConfig from the config's ``lora`` section (paper: r=16, alpha=32, 0.05, rsLoRA)."""
+    """A PEFT LoraConfig from the config's ``lora`` section, its defaults (the paper's: r=16, alpha=32,
+    0.05, rsLoRA) filled from the schema."""
     from peft import LoraConfig
 
+    lora = section("lora", lora)
     return LoraConfig(
-        r=int(lora.get("r", 16)),
-        lora_alpha=float(lora.get("alpha", 32)),
-        lora_dropout=float(lora.get("dropout", 0.05)),
-        use_rslora=bool(lora.get("use_rslora", True)),
-        target_modules=lora.get("target_modules", "all-linear"),
+        r=int(lora["r"]),
+        lora_alpha=float(lora["alpha"]),
+        lora_dropout=float(lora["dropout"]),
+        use_rslora=bool(lora["use_rslora"]),
+        target_modules=lora["target_modules"],
         bias="none",
         task_type=task_type,
     )
@@ -159,10 +162,10 @@ def load_train_records(files: Iterable[tuple[str, str | Path]], tokenizer=None, 
 
 
 def mixing(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``load_train_records``'s mixing arguments from the config's ``training`` section."""
-    training = cfg.get("training", {})
-    return {"task_mixing": training.get("task_mixing", "proportional"),
-            "mixing_temperature": training.get("mixing_temperature", 2.0)}
+    """``load_train_records``'s mixing arguments from the config's ``training`` section (its defaults
+    filled from the schema)."""
+    training = section("training", cfg.get("training"))
+    return {"task_mixing": training["task_mixing"], "mixing_temperature": training["mixing_temperature"]}
 
 
 def set_seed(seed: int) -> None:
@@ -183,7 +186,7 @@ def run_params(cfg: dict[str, Any], sections: Sequence[str], model_dir: str | Pa
 
     params: dict[str, Any] = {}
     for s in sections:
-        params.update(flatten(cfg.get(s, {}), s))
+        params.update(flatten(cfg[s], s))
     tasks = [p.split("=", 1)[0] for p in prompt_files]
     params.update(model=Path(model_dir).name, tasks=",".join(tasks), seed=seed,
                   snakemake_rule=os.environ.get("GLUERL_RULE", ""), **extra)

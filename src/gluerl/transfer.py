@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .config import section
 from .errors import ConfigError, DataError
 from .io import iter_jsonl, read_jsonl
 from .metrics import compute_metrics
@@ -52,19 +53,19 @@ class Target:
     dataset: dict[str, Any]
     fields: dict[str, str]
     labels: dict[str, tuple[int, ...]]   # str(dataset label value) -> source label ids
-    label_field: str = "label"
-    idx_field: str | None = None
-    max_samples: int | None = None
+    label_field: str
+    idx_field: str | None
+    max_samples: int | None
 
     @property
     def split(self) -> str:
-        return str(self.dataset.get("split", "test"))
+        return str(self.dataset["split"])
 
     def source(self) -> str:
         """Where the rows come from, for messages and the table's notes."""
         d = self.dataset
         if d.get("hub"):
-            name = f"/{d['name']}" if d.get("name") else ""
+            name = f"/{d['name']}" if d["name"] else ""
             return f"{d['hub']}{name}[{self.split}]"
         return str(d.get("path") or Path(d["local_dir"]) / self.split)
 
@@ -77,24 +78,25 @@ def _label_ids(value: Any, where: str) -> tuple[int, ...]:
 
 
 def parse_targets(cfg: dict, tasks: dict[str, Task], check_files: bool = True) -> list[Target]:
-    """The config's ``transfer`` entries, checked against the registry (and, if asked, the disk)."""
+    """The config's ``transfer`` entries (validated, their defaults filled from the schema), checked
+    against the registry (and, if asked, the disk)."""
     out: list[Target] = []
     seen: set[str] = set()
-    for n, entry in enumerate(cfg.get("transfer") or []):
-        name = entry.get("name")
+    for n, entry in enumerate(section("transfer", cfg.get("transfer"))):
+        name = entry["name"]
         where = f"transfer[{n}] ({name})"
         if name in seen:
             raise ConfigError(f"{where}: name {name!r} is used twice")
         seen.add(name)
-        src = entry.get("source_task")
+        src = entry["source_task"]
         if src not in tasks:
             raise ConfigError(f"{where}.source_task: unknown task {src!r}; known: {', '.join(sorted(tasks))}")
         source = tasks[src]
-        fields = {str(k): str(v) for k, v in (entry.get("fields") or {}).items()}
+        fields = {str(k): str(v) for k, v in entry["fields"].items()}
         if set(fields) != set(source.fields):
             raise ConfigError(f"{where}.fields: map every field of {src} ({sorted(source.fields)}) to a column "
                               f"of the dataset; got {sorted(fields)}")
-        raw_labels = entry.get("labels")
+        raw_labels = entry["labels"]
         labels: dict[str, tuple[int, ...]] = {}
         if source.is_regression:
             if raw_labels:
@@ -113,7 +115,7 @@ def parse_targets(cfg: dict, tasks: dict[str, Task], check_files: bool = True) -
                         raise ConfigError(f"{where}.labels: source id {i} is mapped from both {used[i]!r} and {value!r}")
                     used[i] = str(value)
                 labels[str(value)] = ids
-        ds = dict(entry.get("dataset") or {})
+        ds = dict(entry["dataset"])
         kinds = [k for k in ("hub", "path", "local_dir") if ds.get(k)]
         if len(kinds) != 1:
             raise ConfigError(f"{where}.dataset: give exactly one of hub, path or local_dir (got {kinds or 'none'})")
@@ -122,8 +124,8 @@ def parse_targets(cfg: dict, tasks: dict[str, Task], check_files: bool = True) -
         if check_files and ds.get("local_dir") and not Path(ds["local_dir"]).is_dir():
             raise ConfigError(f"{where}.dataset.local_dir: folder {ds['local_dir']} does not exist")
         out.append(Target(name=name, source_task=src, dataset=ds, fields=fields, labels=labels,
-                          label_field=entry.get("label_field", "label"), idx_field=entry.get("idx_field"),
-                          max_samples=entry.get("max_samples")))
+                          label_field=entry["label_field"], idx_field=entry["idx_field"],
+                          max_samples=entry["max_samples"]))
     return out
 
 
@@ -134,7 +136,7 @@ def check_targets(cfg: dict, tasks: dict[str, Task]) -> list[Target]:
     must be one of them (with ``single`` its own adapter is trained for the transfer).
     """
     targets = parse_targets(cfg, tasks)
-    if cfg.get("training", {}).get("mode") == "multi":
+    if section("training", cfg.get("training"))["mode"] == "multi":
         for t in targets:
             if t.source_task not in cfg["tasks"]:
                 raise ConfigError(f"config: transfer target {t.name}: source_task {t.source_task} is not in tasks, so "
@@ -184,10 +186,10 @@ def load_raw(target: Target, data_cfg: dict | None = None) -> tuple[list[dict[st
     if ds.get("hub"):
         from datasets import load_dataset
 
-        revision = ds.get("revision") or (data_cfg or {}).get("hub_revisions", {}).get(ds["hub"])
+        revision = ds["revision"] or section("data", data_cfg)["hub_revisions"].get(ds["hub"])
         log.info("downloading %s (revision %s)", target.source(), revision or "default")
         try:
-            rows = load_dataset(ds["hub"], ds.get("name"), split=target.split, revision=revision)
+            rows = load_dataset(ds["hub"], ds["name"], split=target.split, revision=revision)
         except (ValueError, FileNotFoundError) as e:
             raise DataError(f"transfer target {target.name}: cannot load {target.source()}: {e}") from e
         return [dict(r) for r in rows], target.source()
@@ -254,7 +256,7 @@ def load_target(target: Target, source: Task, data_cfg: dict) -> list[dict[str, 
 
     raw, where = load_raw(target, data_cfg)
     rows = prepare_rows(raw, target, source, where)
-    out = subsample(rows, target.max_samples, data_cfg.get("subsample_seed", 0))
+    out = subsample(rows, target.max_samples, section("data", data_cfg)["subsample_seed"])
     log.info("transfer %s: %d rows (of %d) from %s", target.name, len(out), len(rows), where)
     return out
 
@@ -273,9 +275,9 @@ def score(rows: Sequence[dict[str, Any]], target: Target, source: Task, eval_cfg
         raise DataError(f"transfer target {target.name}: no predictions to score")
     gold = [r["label"] for r in rows]
     preds = [r["prediction"] for r in rows]
-    ev = eval_cfg or {}
-    boot = {"resamples": ev.get("bootstrap_resamples", 0), "seed": ev.get("bootstrap_seed", 0),
-            "confidence": ev.get("confidence_level", 0.95)}
+    # no eval_cfg, or one without bootstrap_resamples: no intervals (not the schema's 1000 resamples)
+    ev = section("evaluation", {"bootstrap_resamples": 0, **(eval_cfg or {})})
+    boot = {"resamples": ev["bootstrap_resamples"], "seed": ev["bootstrap_seed"], "confidence": ev["confidence_level"]}
     if source.is_regression:
         result = compute_metrics(gold, preds, source, **boot)
     else:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config import section
 from ..errors import ConfigError
 from .params import MAX_TAG_LEN, _key, _number, clean_params, metric_key, redact_text
 from .store import _env, _file_lock, _sqlite_path, check_store, git_commit, package_versions, pipeline_id, resolve_uri
@@ -48,13 +49,13 @@ class Tracker:
         """``parent_run_id``: the run this one nests under (default ``$GLUERL_PARENT_RUN_ID``, ``""``: none);
         ``system_metrics``: sample CPU/memory/GPU into the run (default: on, unless
         ``$MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` is false or psutil is missing)."""
-        self.cfg = dict(mlflow_cfg or {})
+        self.cfg = section("mlflow", dict(mlflow_cfg or {}))  # the schema's defaults filled in
         self.parent_run_id = os.environ.get(PARENT_ENV, "").strip() if parent_run_id is None else parent_run_id
         self.system_metrics = system_metrics
         self._monitor = None
         self.run_name = run_name
         self.stage = stage
-        self.enabled = bool(enabled and self.cfg.get("enabled", True) and _is_main_process())
+        self.enabled = bool(enabled and self.cfg["enabled"] and _is_main_process())
         self._params = dict(params or {})
         self._tags = dict(tags or {})
         self.uri: str | None = None
@@ -72,7 +73,7 @@ class Tracker:
 
         self.uri = resolve_uri(self.cfg)
         sqlite = _sqlite_path(self.uri)
-        name = self.cfg.get("experiment") or "gluerl"
+        name = self.cfg["experiment"] or "gluerl"
         with _file_lock(sqlite):
             client = check_store(self.uri)
             try:
@@ -325,7 +326,7 @@ def start_pipeline_run(mlflow_cfg: Mapping[str, Any] | None, name: str | None = 
         return None
     _pipeline = tracker
     os.environ[PARENT_ENV] = tracker.run_id
-    print(f"MLflow: parent run {tracker.run_id} (experiment {tracker.cfg.get('experiment') or 'gluerl'}, "
+    print(f"MLflow: parent run {tracker.run_id} (experiment {tracker.cfg['experiment'] or 'gluerl'}, "
           f"{redact_text(tracker.uri or '')}); every job's run nests under it", flush=True)
     return tracker.run_id
 
