@@ -12,10 +12,7 @@ targets. The Markdown names each target's source task and dataset.
 from __future__ import annotations
 
 from gluerl import cli
-from gluerl.io import write_json, write_text
-from gluerl.tables import bar_chart, build_table, columns_for, load_results, to_csv, to_markdown, to_metrics
-from gluerl.tasks import registry
-from gluerl.transfer import BENCHMARK, parse_targets, target_task
+from gluerl.tables import assemble_transfer_table
 
 
 def main(argv=None):
@@ -24,20 +21,8 @@ def main(argv=None):
     p.add_argument("results", nargs="+", help="transfer result JSON files (scripts/evaluate_transfer.py)")
     args = p.parse_args(argv)
     cfg = cli.load(args, "assemble_transfer_table")
-    tasks = registry(cfg["task_files"])
-    targets = parse_targets(cfg, tasks, check_files=False)
-    columns = [target_task(t, tasks[t.source_task]) for t in targets]
-    results = [r for r in load_results(args.results) if r.get("benchmark") == BENCHMARK]
-    header, rows = build_table(results, columns)
-    title = "Transfer (" + ", ".join(f"{t.source_task} -> {t.name}" for t in targets) + ")"
-    md = to_markdown(header, rows, title)
-    md += "\nTargets (the source task's prompt, adapter and metrics on another dataset):\n\n"
-    md += "".join(f"- {t.name}: trained on {t.source_task}, rows from {t.source()}\n" for t in targets)
-    write_text(args.csv, to_csv(header, rows))
-    write_text(args.markdown, md)
-    bar_chart(header, rows, args.png, title, metrics={c: t.metrics for c, t in columns_for(columns)})
-    if args.metrics:
-        write_json(args.metrics, to_metrics(header, rows))
+    assemble_transfer_table(cfg, args.results, csv=args.csv, markdown=args.markdown, png=args.png,
+                            metrics=args.metrics)
 
 
 if __name__ == "__main__":

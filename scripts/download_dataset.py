@@ -11,10 +11,7 @@ whether rows were subsampled (read back into every evaluation record, ``gluerl.r
 from __future__ import annotations
 
 from gluerl import cli
-from gluerl.data import load_split_with_provenance
-from gluerl.io import write_jsonl
-from gluerl.records import environment, write_provenance
-from gluerl.tasks import get_task
+from gluerl.data import download_dataset
 
 
 def main(argv=None):
@@ -24,12 +21,7 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="JSONL file to write")
     args = p.parse_args(argv)
     cfg = cli.load(args, "download_dataset")
-    task = get_task(args.task, cfg["task_files"])
-    rows, provenance = load_split_with_provenance(task, args.split, cfg["data"])
-    write_jsonl(args.output, rows)
-    env = environment()
-    write_provenance(args.output, {"raw": provenance, "written": {"date": env["date"], "git_commit": env["git_commit"],
-                                                                   "versions": env["versions"]}})
+    download_dataset(cfg, args.task, args.split, args.output)
 
 
 if __name__ == "__main__":

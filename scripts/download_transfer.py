@@ -12,9 +12,7 @@ entry's ``max_samples``.
 from __future__ import annotations
 
 from gluerl import cli
-from gluerl.io import write_jsonl
-from gluerl.tasks import registry
-from gluerl.transfer import find_target, load_target
+from gluerl.transfer import download_transfer
 
 
 def main(argv=None):
@@ -23,9 +21,7 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="JSONL file to write")
     args = p.parse_args(argv)
     cfg = cli.load(args, "download_transfer", target=args.target)
-    tasks = registry(cfg["task_files"])
-    target = find_target(cfg, tasks, args.target)
-    write_jsonl(args.output, load_target(target, tasks[target.source_task], cfg["data"]))
+    download_transfer(cfg, args.target, args.output)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,7 @@
 from __future__ import annotations
 
 from gluerl import cli
-from gluerl.errors import ConfigError
-from gluerl.plots import write_curves
+from gluerl.plots import plot_training
 
 
 def main(argv=None):
@@ -18,9 +17,7 @@ def main(argv=None):
     p.add_argument("summaries", nargs="*", help="train_summary.json of each run (metrics.jsonl beside it)")
     args = p.parse_args(argv)
     cli.load(args, "plot_training")  # a --config is checked like every stage's (it sets nothing here)
-    if not args.summaries:
-        raise ConfigError("no train_summary.json given: nothing to plot (name the runs' summaries after the flags)")
-    write_curves(args.summaries, args.out_dir, args.png)
+    plot_training(args.summaries, args.out_dir, args.png)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ query with its candidate entities becomes one yes/no row per distinct entity, th
 ``@placeholder`` filled with it, ``label`` 1 when the entity is a gold answer). Tasks scored per
 group (MultiRC questions, ReCoRD queries) are subsampled by whole groups: ``max_samples`` then
 counts questions or queries.
+
+The ``download_dataset`` stage (``scripts/download_dataset.py``) is :func:`download_dataset`.
 """
 
 from __future__ import annotations
@@ -232,3 +234,20 @@ def load_split_with_provenance(task: Task, split: str, data_cfg: dict) -> tuple[
             "rows": len(out), "max_samples": cap, "subsampled": len(out) < len(rows),
             "subsample_seed": data_cfg["subsample_seed"] if len(out) < len(rows) else None}
     return out, prov
+
+
+def download_dataset(cfg: dict[str, Any], task: str, split: str, output) -> list[dict[str, Any]]:
+    """The ``download_dataset`` stage (``scripts/download_dataset.py``): one split of ``task`` from
+    ``data.source`` (:func:`load_split_with_provenance`: checked, subsampled) written to ``output``
+    as JSON Lines; beside it the provenance (source, dataset, revision, caps, subsampling) with the
+    date, git commit and package versions that wrote it. Returns the rows."""
+    from .io import write_jsonl
+    from .records import environment, write_provenance
+    from .tasks import get_task
+
+    rows, provenance = load_split_with_provenance(get_task(task, cfg["task_files"]), split, cfg["data"])
+    write_jsonl(output, rows)
+    env = environment()
+    write_provenance(output, {"raw": provenance, "written": {"date": env["date"], "git_commit": env["git_commit"],
+                                                              "versions": env["versions"]}})
+    return rows

@@ -13,6 +13,8 @@ length; SFT: loss, token accuracy), the mean over seeds as a line and, with seve
 min-max range as a band; in multi-task PPO the reward, accuracy and invalid-rate panels add one
 line per task (``task/<task>/...``). The overview (``--png``, and an SVG beside it) stacks every
 setup's panels, a row each. Steps are whole numbers on the x axis.
+
+The ``plot_training`` stage (``scripts/plot_training.py``) is :func:`plot_training`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 # panels per method family: (title, [(key, style label)]); the first key present draws the panel
 PANELS = {
@@ -69,6 +71,14 @@ def _setup(summary_path: str | Path) -> tuple[str, str, str]:
 
 def _numeric(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def plot_training(summaries: Sequence[str | Path], out_dir: str | Path, png: str | Path) -> list[Path]:
+    """The ``plot_training`` stage (``scripts/plot_training.py``): :func:`write_curves` of the runs whose
+    ``train_summary.json`` files are ``summaries`` (at least one; ``metrics.jsonl`` beside each)."""
+    if not summaries:
+        raise ConfigError("no train_summary.json given: nothing to plot (name the runs' summaries after the flags)")
+    return write_curves(summaries, out_dir, png)
 
 
 def write_curves(summaries: Sequence[str | Path], out_dir: str | Path, png: str | Path | None = None) -> list[Path]:

@@ -10,6 +10,9 @@ is ``label</Judgement>``.
 Prompt files are model-agnostic (they store the chat ``messages``); the model's chat template is
 applied when a stage loads its tokenizer (:func:`render_prompt`), or plain text is used when the
 model has none or the config says ``chat_template: never``.
+
+The ``format_prompts`` stage (``scripts/format_prompts.py``) is :func:`format_prompts`; its imports
+of the data side wait until it runs (the workflow imports this module to plan the DAG).
 """
 
 from __future__ import annotations
@@ -178,3 +181,47 @@ def read_split_prompts(specs: list[str], allowed, task_name: str, what: str) -> 
         if not rows:
             raise DataError("prompt file is empty", files[split])
     return files, records
+
+
+def checked_rows(path, task: Task, split: str) -> list[dict[str, Any]]:
+    """Rows of a raw split file, checked again (a file edited or copied by hand since the download step)."""
+    from .data import check_rows
+    from .io import read_jsonl
+
+    rows = read_jsonl(path)
+    check_rows(rows, task, split, path)
+    return rows
+
+
+def format_prompts(cfg: dict[str, Any], task: str, template: str, raw, output, *, train=None) -> list[dict[str, Any]]:
+    """The ``format_prompts`` stage (``scripts/format_prompts.py``, also rule ``format_transfer_prompts``):
+    the raw split file ``raw`` of ``task`` as prompts of ``template`` (``0shot`` or ``<k>shot-seed<s>``:
+    k demonstrations drawn once with seed s from the raw train file ``train``, label-balanced when
+    ``prompting.balanced``) written to ``output``; beside it the provenance (the raw split's, carried
+    forward, with the template and the demonstrations' idx and source). Returns the prompt rows."""
+    from pathlib import Path
+
+    from .io import write_jsonl
+    from .records import read_provenance, write_provenance
+    from .tasks import get_task
+
+    task = get_task(task, cfg["task_files"])
+    shots, seed = parse_template(template)
+    demos = []
+    if shots:
+        if not train:
+            raise ConfigError(f"template {template} needs --train for its demonstrations")
+        demo_task = get_task(task.train_task, cfg["task_files"]) if task.train_task else task
+        demos = draw_demonstrations(checked_rows(train, demo_task, demo_task.train_split), task, shots, seed,
+                                    cfg["prompting"]["balanced"])
+    prompts = format_split(checked_rows(raw, task, Path(raw).stem), task, demos)
+    write_jsonl(output, prompts)
+    provenance = read_provenance(raw)
+    write_provenance(output, {
+        "template": {"name": template, "num_fewshot": shots, "seed": seed,
+                     "balanced": cfg["prompting"]["balanced"] if shots else None},
+        "raw": provenance["raw"] if provenance else None,
+        "demonstrations": {"idx": [d["idx"] for d in demos],
+                           "data": (read_provenance(train) or {}).get("raw")} if shots else None,
+    })
+    return prompts

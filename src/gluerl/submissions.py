@@ -17,21 +17,26 @@ or for a regression task their mean score; the number of fallbacks per file is c
 manifest next to the archive, with the files the server expects that the configured tasks do not
 provide and whether any split was subsampled (the server rejects an incomplete file).
 
-The test splits' completions come from the ``predict_test`` stage, :func:`gluerl.evaluation.predict_test`.
+The test splits' completions come from the ``predict_test`` stage, :func:`gluerl.evaluation.predict_test`;
+the ``make_submission`` stage (``scripts/make_submission.py``) is :func:`make_submission`.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .data import max_rows
 from .errors import ConfigError, DataError
-from .tasks import Task
+from .io import read_jsonl, write_json
+from .tasks import Task, get_task, registry
 
 # the archive's members carry this timestamp, so an archive of the same predictions is byte-identical
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -224,3 +229,47 @@ def zip_bytes(files: dict[str, str]) -> bytes:
             info.external_attr = 0o644 << 16
             z.writestr(info, text.encode("utf-8"))
     return buf.getvalue()
+
+
+def make_submission(cfg: dict[str, Any], benchmark: str, predictions: dict[str, str], train: dict[str, str], *,
+                    output, manifest) -> dict[str, Any]:
+    """The ``make_submission`` stage (``scripts/make_submission.py``): the test predictions of each task
+    (``predictions``: task -> file of :func:`gluerl.evaluation.predict_test`) and its raw training rows
+    (``train``: task -> file, the fallback's majority label) as ``benchmark``'s archive at ``output``
+    (the files in the server's order, a deterministic zip); the manifest at ``manifest`` counts the
+    rows and fallbacks per file and lists the files the server expects that the archive lacks and
+    the test splits that were subsampled. Returns the manifest."""
+    stage_log = logging.getLogger("gluerl.make_submission")  # the stage's log lines keep the script's name
+    missing_train = set(predictions) - set(train)
+    if missing_train:
+        raise ConfigError(f"--train is missing for task(s) {sorted(missing_train)}")
+    tasks = [get_task(t, cfg["task_files"]) for t in predictions]
+    wrong = [t.name for t in tasks if t.benchmark != benchmark]
+    if wrong:
+        raise ConfigError(f"task(s) {wrong} are not in benchmark {benchmark!r}")
+    files, report = build_files(tasks, {t: read_jsonl(f) for t, f in predictions.items()},
+                                {t: read_jsonl(f) for t, f in train.items()})
+    expected = expected_files(registry(cfg["task_files"]).values(), benchmark)
+    order = {f: i for i, f in enumerate(expected)}
+    files = dict(sorted(files.items(), key=lambda kv: order.get(kv[0], len(order))))
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(zip_bytes(files))
+    tmp.replace(out)
+    subsampled = [f"{t.name}/{s}" for t in tasks for s in t.test_splits if max_rows(t, s, cfg["data"]) is not None]
+    missing = [f for f in expected if f not in files]
+    record = {"benchmark": benchmark, "archive": str(out), "files": report, "missing_files": missing,
+              "subsampled_splits": subsampled, "complete": not missing and not subsampled,
+              "fallbacks": sum(r["fallbacks"] for r in report.values()),
+              "rows": sum(r["rows"] for r in report.values())}
+    write_json(manifest, record)
+    for name, r in report.items():
+        stage_log.info("%s: %d rows, %d invalid answers given the fallback %r", name, r["rows"], r["fallbacks"],
+                       r["fallback_label"])
+    if missing:
+        stage_log.warning("the %s server expects %s too; this archive lacks them", benchmark, ", ".join(missing))
+    if subsampled:
+        stage_log.warning("subsampled test splits (data.max_samples): %s; the server rejects incomplete files",
+                          ", ".join(subsampled))
+    return record

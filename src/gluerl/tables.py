@@ -15,6 +15,11 @@ in points: ``{column}_diff``, ``{column}_diff_lo``, ``{column}_diff_hi`` (its in
 ``{column}_diff_p`` (two-sided bootstrap p-value) for every column and the average, after the
 existing columns; a second Markdown table ("Difference to sft": ``+3.2 [1.1, 5.0] p=0.004``); and a
 ``*`` in the chart above every bar whose interval of the difference excludes 0.
+
+The two table stages are here, one function each behind a thin script: :func:`assemble_table` (rule
+``assemble_table``, ``scripts/assemble_table.py``) and :func:`assemble_transfer_table`
+(``scripts/assemble_transfer_table.py``). Their imports of the evaluation side (paired
+differences, MLflow) wait until they run: the workflow imports this module to plan the DAG.
 """
 
 from __future__ import annotations
@@ -268,3 +273,106 @@ def bar_chart(header: list[str], rows: list[dict], path: str | Path, title: str,
     fig.savefig(Path(path).with_suffix(".svg"))
     plt.close(fig)
     return marked
+
+
+PREDICTIONS = ".predictions.jsonl"
+
+
+def prediction_files(result_paths: Sequence[str | Path], prediction_paths: Sequence[str | Path],
+                     results: Sequence[dict], reference: str | None) -> dict[tuple, Path]:
+    """{(method, model, seed, task): predictions file} of every result, when the reference method is
+    among them (else empty: nothing to compare); a result whose file is not named is refused."""
+    if reference is None or not any(r["method"] == reference for r in results):
+        return {}
+    named = {Path(p) for p in prediction_paths}
+    files = {}
+    for path, r in zip(result_paths, results):
+        pred = Path(path).with_name(Path(path).name.removesuffix(".json") + PREDICTIONS)
+        if pred not in named:
+            raise DataError(f"the paired difference to {reference} needs the predictions file {pred}: "
+                            "name it beside the result", path)
+        files[(r["method"], r["model"], r["seed"], r["task"])] = pred
+    return files
+
+
+def write_table(header: list[str], rows: list[dict], title: str, markdown: str, metrics: dict[str, Sequence[str]], *,
+                csv, md, png, json_path=None, reference: str | None = None) -> None:
+    """The table as CSV, Markdown (``markdown``: its text), bar chart (PNG and SVG) and, when
+    ``json_path`` is given, the nested metrics JSON."""
+    from .io import write_json, write_text
+
+    write_text(csv, to_csv(header, rows))
+    write_text(md, markdown)
+    bar_chart(header, rows, png, title, reference, metrics)
+    if json_path:
+        write_json(json_path, to_metrics(header, rows))
+
+
+def assemble_table(cfg: dict, benchmark: str, results: Sequence[str], *, csv, markdown, png,
+                   metrics=None) -> list[dict]:
+    """The ``assemble_table`` stage (``scripts/assemble_table.py``): the evaluation results of
+    ``benchmark``'s configured tasks among ``results`` (``{task}.json`` files, and the
+    ``{task}.predictions.jsonl`` beside each) as one table, in one MLflow run (each row's average and
+    difference as metrics, the files as artifacts). With the reference method
+    (``tables.reference_method``) among the results, the other rows get their paired difference to it
+    (:func:`gluerl.paired.paired_differences`, bootstrap settings ``evaluation.bootstrap_*``); every
+    result then needs its predictions file among ``results``. Writes ``csv``, ``markdown``, ``png``
+    (and its SVG) and ``metrics`` (when given); returns the rows."""
+    from .paired import paired_differences
+    from .tasks import get_task
+    from .tracking import start_run
+
+    tasks = [get_task(t, cfg["task_files"]) for t in cfg["tasks"]]
+    tasks = [t for t in tasks if t.benchmark == benchmark]
+    reference = cfg["tables"]["reference_method"]
+    with start_run(cfg["mlflow"], f"table-{benchmark}", "tables",
+                   {"benchmark": benchmark, "tasks": ",".join(t.name for t in tasks),
+                    "results": len(results), "reference_method": reference or ""}) as tracker:
+        result_paths = [p for p in results if not str(p).endswith(PREDICTIONS)]
+        prediction_paths = [p for p in results if str(p).endswith(PREDICTIONS)]
+        loaded = load_results(result_paths)
+        kept = [(p, r) for p, r in zip(result_paths, loaded) if r["benchmark"] == benchmark]
+        kept_results = [r for _, r in kept]
+        ev = cfg["evaluation"]
+        files = prediction_files([p for p, _ in kept], prediction_paths, kept_results, reference)
+        header, rows = build_table(kept_results, tasks)
+        diffs = paired_differences(files, tasks, reference, ev["bootstrap_resamples"], ev["bootstrap_seed"],
+                                   ev["confidence_level"]) if files else {}
+        header = add_differences(header, rows, diffs)
+        title = f"{benchmark.upper()} ({', '.join(t.name for t in tasks)})"
+        write_table(header, rows, title, to_markdown(header, rows, title, reference),
+                    {c: t.metrics for c, t in columns_for(tasks)}, csv=csv, md=markdown, png=png, json_path=metrics,
+                    reference=reference)
+        for r in rows:
+            if r["average"] is not None:
+                tracker.log_metrics({f"{r['method']}.{r['model']}.average": r["average"]}, prefix="table")
+            if r.get("average_diff") is not None:
+                tracker.log_metrics({f"{r['method']}.{r['model']}.average_diff": r["average_diff"]}, prefix="table")
+        for path in (csv, markdown, png, metrics):
+            if path:
+                tracker.log_artifact(path)
+    return rows
+
+
+def assemble_transfer_table(cfg: dict, results: Sequence[str], *, csv, markdown, png, metrics=None) -> list[dict]:
+    """The ``assemble_transfer_table`` stage (``scripts/assemble_transfer_table.py``): a row per method
+    and model, a column per target of the config's ``transfer`` list (percent, the mean over seeds,
+    the source task's metrics; the average over the targets), from the transfer results among
+    ``results`` (:func:`gluerl.evaluation.evaluate_transfer`'s files). The Markdown names each target's
+    source task and dataset. Writes ``csv``, ``markdown``, ``png`` (and its SVG) and ``metrics``
+    (when given); returns the rows."""
+    from .tasks import registry
+    from .transfer import BENCHMARK, parse_targets, target_task
+
+    tasks = registry(cfg["task_files"])
+    targets = parse_targets(cfg, tasks, check_files=False)
+    columns = [target_task(t, tasks[t.source_task]) for t in targets]
+    loaded = [r for r in load_results(results) if r.get("benchmark") == BENCHMARK]
+    header, rows = build_table(loaded, columns)
+    title = "Transfer (" + ", ".join(f"{t.source_task} -> {t.name}" for t in targets) + ")"
+    md = to_markdown(header, rows, title)
+    md += "\nTargets (the source task's prompt, adapter and metrics on another dataset):\n\n"
+    md += "".join(f"- {t.name}: trained on {t.source_task}, rows from {t.source()}\n" for t in targets)
+    write_table(header, rows, title, md, {c: t.metrics for c, t in columns_for(columns)}, csv=csv, md=markdown,
+                png=png, json_path=metrics)
+    return rows

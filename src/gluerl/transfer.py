@@ -19,7 +19,9 @@ labels than the source maps a value to several source ids: bAbI-NLI's ``not-enta
 use the source task's metrics over the target's classes (each class named by its first id).
 
 The ``evaluate_transfer`` stage itself is :func:`gluerl.evaluation.evaluate_transfer` (this module is
-imported when Snakemake plans the DAG, so it holds nothing that loads a model).
+imported when Snakemake plans the DAG, so it holds nothing that loads a model); ``download_transfer``
+is :func:`download_transfer` here and ``assemble_transfer_table`` is
+:func:`gluerl.tables.assemble_transfer_table`.
 """
 
 from __future__ import annotations
@@ -290,3 +292,19 @@ def score(rows: Sequence[dict[str, Any]], target: Target, source: Task, eval_cfg
         result["invalid_rate"] = sum(p is None for p in preds) / len(rows)
     result["n"] = len(rows)
     return result
+
+
+# ---------------------------------------------------------------- the download stage
+
+def download_transfer(cfg: dict, target: str, output) -> list[dict[str, Any]]:
+    """The ``download_transfer`` stage (``scripts/download_transfer.py``): the rows of the config's
+    transfer entry ``target`` (:func:`load_target`: mapped to its source task's schema, subsampled)
+    written to ``output`` as JSON Lines. Returns the rows."""
+    from .io import write_jsonl
+    from .tasks import registry
+
+    tasks = registry(cfg["task_files"])
+    found = find_target(cfg, tasks, target)
+    rows = load_target(found, tasks[found.source_task], cfg["data"])
+    write_jsonl(output, rows)
+    return rows
