@@ -259,3 +259,43 @@ def test_no_collapse_warning_for_mixed_answers(setup, tmp_path, monkeypatch, cap
     assert not [r for r in caplog.records if "collapse" in r.getMessage()]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["collapse"] == [] and summary["final_metrics"]["pred_frac/sst2/positive"] == 0.5
+
+
+# --- a KL coefficient of 0 needs no reference forward --------------------------------------------
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_zero_kl_coefficient_skips_the_reference_forward_and_trains_the_same(setup, adapter, tmp_path, monkeypatch,
+                                                                             adaptive):
+    """At ``kl_coef: 0`` (which neither controller leaves) the reference's log-probs weigh nothing in the
+    rewards: the rollout does not compute them, and the update is the one with them computed."""
+    from gluerl.ppo import PPOTrainer
+
+    calls = []
+    real = None
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    runs = {}
+    for name, forced in (("skipped", False), ("forced", True)):
+        seen = []
+        t = trainer(setup, tmp_path / name, init_adapter=adapter, callbacks=[seen.append], kl_coef=0.0,
+                    adaptive_kl=adaptive, learning_rate=1e-2, steps=2)
+        real = type(t.model).reference_logits
+        monkeypatch.setattr(type(t.model), "reference_logits", counted)
+        if forced:  # the reference forward runs as at any other coefficient
+            monkeypatch.setattr(PPOTrainer, "uses_reference", property(lambda self: True), raising=False)
+        calls.clear()
+        t.train()
+        runs[name] = (len(calls), seen, {n: p.detach().clone() for n, p in t.model.named_parameters()
+                                         if p.requires_grad})
+        monkeypatch.undo()
+    n_skipped, seen_skipped, weights_skipped = runs["skipped"]
+    n_forced, seen_forced, weights_forced = runs["forced"]
+    assert n_skipped == 0 and n_forced > 0
+    assert [m["kl"] for m in seen_skipped] == [None, None]  # not computed, not a made-up 0
+    assert all(m["kl"] is not None for m in seen_forced)
+    assert [m["kl_coef"] for m in seen_skipped] == [0.0, 0.0]
+    assert weights_skipped.keys() == weights_forced.keys()
+    assert all(torch.equal(weights_skipped[n], weights_forced[n]) for n in weights_skipped)

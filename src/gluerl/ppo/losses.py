@@ -92,10 +92,14 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return loss, clipfrac.detach()
 
 
-def compute_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                    kl_coef: float) -> torch.Tensor:
-    """Per-token rewards: ``-kl_coef * (logp - ref_logp)``, plus ``scores[b]`` on row b's last unmasked token."""
-    rewards = -kl_coef * (logprobs - ref_logprobs) * mask
+def compute_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,
+                    mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """Per-token rewards: ``-kl_coef * (logp - ref_logp)``, plus ``scores[b]`` on row b's last unmasked token
+    (``ref_logprobs`` None: no KL term, as with ``kl_coef`` 0)."""
+    if ref_logprobs is None:
+        rewards = torch.zeros_like(logprobs)
+    else:
+        rewards = -kl_coef * (logprobs - ref_logprobs) * mask
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     rewards[rows, last_index(mask)] += scores.to(rewards.dtype)
     return rewards

@@ -34,7 +34,8 @@ class Rollout:
     response: torch.Tensor  # [B, R] the sampled tokens
     mask: torch.Tensor  # [B, R] float, 1 on the response tokens that count (response_mask)
     logprobs: torch.Tensor  # [B, R] the policy's, of the sampling distribution (logits / temperature)
-    ref_logprobs: torch.Tensor  # [B, R] the reference policy's, at the same temperature
+    ref_logprobs: torch.Tensor | None  # [B, R] the reference policy's, at the same temperature (None: a KL
+    # coefficient of 0, which no controller moves from 0, needs no reference forward)
     values: torch.Tensor  # [B, R] the value head's, of the state each token was sampled in
     entropy: torch.Tensor  # [B, R] of the sampling distribution
     scores: torch.Tensor  # [B] float32, the rule reward of each episode

@@ -119,6 +119,12 @@ class PPOTrainer:
 
     # -- small helpers ------------------------------------------------------------------------
     @property
+    def uses_reference(self) -> bool:
+        """Whether the KL penalty needs the reference's log-probs: not at a coefficient of 0, which
+        the fixed controller keeps and the adaptive one (multiplicative) cannot leave."""
+        return self.kl_ctl.value != 0.0
+
+    @property
     def model(self) -> PolicyWithValueHead:
         return self.acc.unwrap_model(self.net)
 
@@ -268,15 +274,18 @@ class PPOTrainer:
         scores = [score_prediction(p, r["label"], self.tasks[r["task"]], self.rule) for p, r in zip(preds, records)]
         input_ids = torch.cat([enc["input_ids"], response], dim=1)
         attention_mask = torch.cat([enc["attention_mask"], torch.ones_like(response)], dim=1)
-        # the reference is the same model with the reference adapter (or none), in chunks of mini_batch_size
+        # the reference is the same model with the reference adapter (or none), in chunks of mini_batch_size;
+        # with a KL coefficient of 0 (which neither controller moves) it weighs nothing: not run, as TRL's GRPO
+        # skips its reference at beta 0
         ref_logprobs = []
-        for chunk in (slice(s, s + mb) for s in range(0, len(records), mb)):
+        for chunk in (slice(s, s + mb) for s in range(0, len(records), mb)) if self.uses_reference else ():
             ref_logits = model.reference_logits(input_ids[chunk], attention_mask[chunk], R, prefix_len)
             ref_logprobs.append(logprobs_from_logits(ref_logits.float() / T, response[chunk]))
         t2 = time.perf_counter()
         return Rollout(
             input_ids=input_ids, attention_mask=attention_mask, response=response, mask=mask.float(),
-            logprobs=logprobs, ref_logprobs=torch.cat(ref_logprobs), values=values, entropy=entropy,
+            logprobs=logprobs, ref_logprobs=torch.cat(ref_logprobs) if ref_logprobs else None, values=values,
+            entropy=entropy,
             scores=torch.tensor(scores, dtype=torch.float32, device=self.device),
             texts=texts, preds=preds, max_new_tokens=max_new, prefix_len=prefix_len,
             seconds_generation=t1 - t0, seconds_scoring=t2 - t1,
@@ -356,12 +365,13 @@ class PPOTrainer:
         t2 = time.perf_counter()
 
         mask = roll.mask
-        seq_kl = ((roll.logprobs - roll.ref_logprobs) * mask).sum(1)
+        seq_kl = None if roll.ref_logprobs is None else ((roll.logprobs - roll.ref_logprobs) * mask).sum(1)
         classif = [(p, r["label"]) for p, r in zip(roll.preds, records) if not self.tasks[r["task"]].is_regression]
         sums = self._reduce_named({  # over the episodes of all processes
             "score": float(scores.sum()), "episodes": len(records),
             "right": sum(p is not None and int(p) == int(g) for p, g in classif), "classified": len(classif),
-            "invalid": sum(p is None for p in roll.preds), "tokens": float(mask.sum()), "kl": float(seq_kl.sum()),
+            "invalid": sum(p is None for p in roll.preds), "tokens": float(mask.sum()),
+            "kl": float(seq_kl.sum()) if seq_kl is not None else 0.0,
             "entropy": float((roll.entropy * mask).sum()),
         })
         n, n_tokens = sums["episodes"], sums["tokens"]
@@ -369,8 +379,9 @@ class PPOTrainer:
             **opt_stats, "seconds_generation": roll.seconds_generation, "seconds_scoring": roll.seconds_scoring,
             "seconds_optimisation": t2 - t1, "max_new_tokens": roll.max_new_tokens,
         }, "mean")
-        kl = sums["kl"] / n
-        self.kl_ctl.update(kl, int(n))  # n_steps: episodes of this update, all processes
+        kl = sums["kl"] / n if seq_kl is not None else None  # None: not computed (no reference forward)
+        if kl is not None:
+            self.kl_ctl.update(kl, int(n))  # n_steps: episodes of this update, all processes
         step_seconds = time.perf_counter() - t0
         self.step += 1
         self.cursor += bs * self.world
@@ -411,7 +422,8 @@ class PPOTrainer:
                     f.write(json.dumps(metrics) + "\n")
                 for cb in self.callbacks:
                     cb(metrics)
-                bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", kl=f"{metrics['kl']:.3f}")
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}",
+                                **({"kl": f"{metrics['kl']:.3f}"} if metrics["kl"] is not None else {}))
             bar.update(1)
             if self.step % save_every == 0 or self.step == steps:
                 self.save_checkpoint()
