@@ -10,7 +10,10 @@ Both sides start from ``--sft-adapter`` on the same base model, train the same L
 prompts (the workflow's 0-shot train prompts of the task) with the same rule reward and the same
 episode budget (``--episodes`` sampled completions), and with the config's own ``ppo`` and
 ``grpo`` sections otherwise (the reproduction's: PPO batches of 16 rollouts; GRPO 4 completions a
-prompt, 16 completions a step; both learning rate 1e-4, sampling at temperature 1). Ours is
+prompt, 16 completions a step; both learning rate 1e-4, sampling at temperature 1). The KL term
+weighs alike on both sides (``--kl equal``, the default): ours' ``ppo.kl_coef`` is set to GRPO's
+``grpo.beta``, the reproduction's 0 (TRL's default), so neither side runs a reference forward;
+``--kl config`` keeps each section's own (ours 0.05 with its reference forward against GRPO's 0). Ours is
 :class:`gluerl.ppo.PPOTrainer` (the ``sft_ppo`` method: KL to the SFT adapter); TRL's is
 ``trl.GRPOTrainer`` as the workflow's ``grpo`` method builds it (:func:`gluerl.grpo.build_grpo_trainer`,
 with ``--init-adapter``: TRL's reference is the SFT adapter too).
@@ -42,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.5  # GRPO's seconds to the threshold over ours
-STEP_KEYS = ("step", "episodes", "reward_mean", "accuracy", "invalid_rate", "kl", "entropy", "clipfrac", "approx_kl",
+STEP_KEYS = ("step", "episodes", "reward_mean", "accuracy", "invalid_rate", "kl", "kl_coef", "entropy", "clipfrac", "approx_kl",
              "explained_variance", "seconds_generation", "seconds_scoring", "seconds_optimisation", "seconds_step")
 
 
@@ -104,6 +107,8 @@ def run_side(args) -> dict:
         from gluerl.ppo import PPOTrainer
 
         cfg["ppo"]["steps"] = args.episodes // cfg["ppo"]["batch_size"]
+        if args.kl == "equal":  # the KL term weighs as GRPO's: its beta (0: no reference forward on either side)
+            cfg["ppo"].update(kl_coef=float(cfg["grpo"]["beta"]), adaptive_kl=False)
         cfg["ppo"]["save_every"] = 10**6
         records = load_train_records([(args.task, args.train_prompts)], tok, cfg["prompting"]["chat_template"],
                                      cfg["task_files"], seed=args.seed)
@@ -183,6 +188,10 @@ def build_parser():
     p.add_argument("--eval-every", type=int, default=64, help="episodes between held-out evaluations")
     p.add_argument("--threshold", type=float, help="held-out accuracy to reach (default: the start + 0.05)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--kl", choices=("equal", "config"), default="equal",
+                   help="equal (default): ours' KL coefficient is GRPO's beta, fixed, so both sides weigh the KL "
+                        "alike (the reproduction's beta 0: neither side runs a reference forward); config: each "
+                        "side keeps its own section's (ppo.kl_coef 0.05 against beta 0 in the reproduction)")
     p.add_argument("--json", type=Path, help="also write both sides' points here")
     p.add_argument("--side", choices=("ours", "grpo"), help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -205,7 +214,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--workdir", str(work),
                "--result", str(work / f"{side}.json")]
         for key in ("model_dir", "sft_adapter", "config", "task", "train_prompts", "heldout", "exclude",
-                    "heldout_n", "episodes", "eval_every", "seed"):
+                    "heldout_n", "episodes", "eval_every", "seed", "kl"):
             value = getattr(args, key)
             if value is not None:
                 cmd += [f"--{key.replace('_', '-')}", str(value)]
@@ -220,7 +229,8 @@ def main(argv=None) -> int:
     start = res["ours"]["points"][0][2]
     threshold = args.threshold if args.threshold is not None else start + 0.05
     print(f"held-out rows: {res['ours']['heldout']}; start (the SFT adapter): ours {start:.3f}, "
-          f"grpo {res['grpo']['points'][0][2]:.3f}; threshold {threshold:.3f}\n")
+          f"grpo {res['grpo']['points'][0][2]:.3f}; threshold {threshold:.3f}; KL: {args.kl} "
+          f"({'ppo.kl_coef = grpo.beta' if args.kl == 'equal' else 'each section its own'})\n")
     print("| side | episodes | training s | held-out accuracy |\n|---|---|---|---|")
     names = {"ours": "ours (sft_ppo)", "grpo": "TRL GRPO"}
     for side in procs:

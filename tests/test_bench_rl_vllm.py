@@ -52,7 +52,7 @@ def test_rl_time_to_accuracy_runs_both_sides(tiny_model, tmp_path):
         "tasks": ["sst2"], "models": {"tiny": {"hub": "unused"}},
         "ppo": {"batch_size": 4, "mini_batch_size": 2, "min_new_tokens": 6, "max_new_tokens": 6, "adaptive_kl": False},
         "grpo": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 6,
-                 "logging_steps": 1},
+                 "logging_steps": 1, "beta": 0.0},
         "evaluation": {"batch_size": 4, "max_new_tokens": 6},
     }))
     out = tmp_path / "points.json"
@@ -72,6 +72,10 @@ def test_rl_time_to_accuracy_runs_both_sides(tiny_model, tmp_path):
     assert res["ours"]["points"][0][2] == res["grpo"]["points"][0][2]
     assert "| ours (sft_ppo) | 8 |" in proc.stdout and "| TRL GRPO | 8 |" in proc.stdout
     assert "ratio" in proc.stdout and "accuracy at" in proc.stdout
+    # --kl equal (the default): ours' KL coefficient is GRPO's beta (0 here): no reference forward, no KL
+    assert "KL: equal" in proc.stdout
+    assert [s["episodes"] for s in res["ours"]["steps"]] == [4, 4]
+    assert [(s["kl_coef"], s["kl"]) for s in res["ours"]["steps"]] == [(0.0, None), (0.0, None)]
 
 
 def test_eval_vs_vllm_with_a_stand_in_engine(tiny_model, tmp_path):
