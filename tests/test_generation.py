@@ -212,3 +212,170 @@ def test_evaluation_config_switches_cascade_attention(tiny_gqa_model, cascade_ca
     assert calls == []
     _, on = evaluate_split(model, tok, task, "validation", records, cfg, progress=False)
     assert calls and [r["completion"] for r in on] == [r["completion"] for r in off]
+
+
+# -- answer drafts (issue 16) -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def answering_model(tiny_model, tmp_path_factory):
+    """The tiny model trained (80 Adam steps on 16 SST-2 prompts, a few seconds) to answer with
+    ``label</Judgement>``: it writes the answers for most prompts, so drafts are really kept; a few
+    of its answers are other text (kept partly or not at all)."""
+    import torch
+
+    from gluerl.prompts import answer_text
+
+    tok, model = load_tokenizer(tiny_model), load_model(tiny_model)
+    task = get_task("sst2")
+    rows = generate_rows("sst2", 16)
+    prompts = [render_prompt(build_messages(r, task), tok) for r in rows]
+    enc = [tok(p + answer_text(r["label"], task), add_special_tokens=False)["input_ids"] for p, r in zip(prompts, rows)]
+    starts = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    width = max(map(len, enc))
+    ids = torch.full((len(enc), width), tok.pad_token_id)
+    mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+    for i, (e, s) in enumerate(zip(enc, starts)):
+        ids[i, : len(e)], mask[i, : len(e)] = torch.tensor(e), 1
+        labels[i, s : len(e)] = torch.tensor(e[s:])
+    torch.manual_seed(0)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(80):
+        opt.zero_grad()
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        opt.step()
+    out = tmp_path_factory.mktemp("answering") / "model"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def forward_calls():
+    """count(model): a list that grows by one per forward pass of ``model`` (the wrapper keeps the
+    signature: generate reads it to pass position_ids)."""
+    import functools
+
+    def count(model):
+        calls, real = [], model.forward
+
+        @functools.wraps(real)
+        def counted(*a, **k):
+            calls.append(k["input_ids"].shape if "input_ids" in k else None)
+            return real(*a, **k)
+
+        model.forward = counted
+        return calls
+
+    return count
+
+
+def _sst2_prompts(tok, n, shots=0, seed=3):
+    task = get_task("sst2")
+    demos = draw_demonstrations(generate_rows("sst2", 20), task, shots, seed=1) if shots else []
+    return [render_prompt(build_messages(r, task, demos), tok) for r in generate_rows("sst2", n, seed=seed)]
+
+
+def test_draft_sequences_and_proposals(tiny_model):
+    from gluerl.drafts import draft_sequences, proposal
+
+    tok = load_tokenizer(tiny_model)
+    texts = ["negative</Judgement>", "positive</Judgement>"]
+    seqs = draft_sequences(tok, texts + texts, tail="<Judgement>")
+    enc = [tuple(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert enc[0] in seqs and enc[1] in seqs and len(seqs) == len(set(seqs)) <= 4
+    neg = list(enc[0])
+    assert proposal(seqs, neg[:1], 20) == neg[1:]  # the rest of the answer that starts so
+    assert proposal(seqs, neg[:2], 2) == neg[2:4]  # at most the room left
+    assert proposal(seqs, neg, 20) == [] and proposal(seqs, [tok.pad_token_id], 20) == []
+
+
+@pytest.mark.parametrize("cascade_prefix", [True, False])
+@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize("shots", [0, 3])
+def test_answer_drafts_give_the_same_completions(answering_model, shots, share_prefix, cascade_prefix):
+    """generate with drafts writes what it writes without, in batches where rows keep the whole
+    draft, rows keep part of it and go on (a wrong draft listed first: ``negative!``), and rows with
+    no draft (RTE prompts, other first tokens); with and without the shared prefix, cascade on/off."""
+    from gluerl.budgets import answer_texts
+
+    task = get_task("sst2")
+    tok, model = load_tokenizer(answering_model), load_model(answering_model)
+    rte = get_task("rte")
+    prompts = _sst2_prompts(tok, 13, shots) + [render_prompt(build_messages(r, rte), tok)
+                                               for r in generate_rows("rte", 3)]
+    drafts = ["negative!</Judgement>", "positive</Judgement> and more", *answer_texts(task)]
+    kw = dict(max_new_tokens=10, batch_size=5, progress=False, min_prefix=4, share_prefix=share_prefix,
+              cascade_prefix=cascade_prefix)
+    plain = generate(model, tok, prompts, **kw)
+    stats = {}
+    assert generate(model, tok, prompts, drafts=drafts, stats=stats, **kw) == plain
+    assert stats["accepted"] > 0 and stats["rejected"] > 0, stats  # drafts kept whole, and cut short
+    assert sum(c in answer_texts(task) for c in plain) >= 4 and any(c not in answer_texts(task) for c in plain)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 2, 3, 12])
+def test_answer_drafts_stop_where_generate_stops(answering_model, max_new_tokens):
+    """A budget shorter than the answer cuts the draft where generate cuts the answer; a longer one
+    ends at the stop string."""
+    from gluerl.budgets import answer_texts
+
+    tok, model = load_tokenizer(answering_model), load_model(answering_model)
+    prompts = _sst2_prompts(tok, 9)
+    kw = dict(max_new_tokens=max_new_tokens, batch_size=4, progress=False, min_prefix=4)
+    assert generate(model, tok, prompts, drafts=answer_texts(get_task("sst2")), **kw) == generate(model, tok, prompts, **kw)
+
+
+def test_answer_drafts_take_one_forward_pass_for_the_answer(answering_model, forward_calls):
+    """Prompts the model answers with one of the drafts: each batch is its prefill plus one forward
+    pass (not one per answer token), and the completions are the same. Fails if drafts are ignored."""
+    from gluerl.budgets import answer_texts
+
+    answers = answer_texts(get_task("sst2"))
+    tok, model = load_tokenizer(answering_model), load_model(answering_model)
+    kw = dict(max_new_tokens=10, batch_size=4, progress=False, min_prefix=4)
+    prompts = [p for p, c in zip(_sst2_prompts(tok, 16), generate(model, tok, _sst2_prompts(tok, 16), **kw))
+               if c in answers][:8]
+    assert len(prompts) == 8
+    calls = forward_calls(model)
+    plain = generate(model, tok, prompts, **kw)
+    n_plain = len(calls)
+    assert n_plain >= 2 * min(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers)
+    calls.clear()
+    stats = {}
+    assert generate(model, tok, prompts, drafts=answers, stats=stats, **kw) == plain
+    assert len(calls) == 4 and stats == {"forwards": 4, "accepted": stats["accepted"], "rejected": 0}
+    assert [shape[1] > 1 for shape in calls[1::2]] == [True, True]  # the draft passes: several tokens a row
+
+
+def test_sampling_ignores_answer_drafts(answering_model, forward_calls):
+    tok, model = load_tokenizer(answering_model), load_model(answering_model)
+    prompts = _sst2_prompts(tok, 6)
+    calls = forward_calls(model)
+    kw = dict(max_new_tokens=6, batch_size=3, progress=False, do_sample=True, seed=5)
+    a = generate(model, tok, prompts, **kw)
+    calls.clear()  # the shared prefix was computed once, above
+    assert generate(model, tok, prompts, **kw) == a
+    n = len(calls)
+    assert generate(model, tok, prompts, drafts=["negative</Judgement>"], **kw) == a and len(calls) == 2 * n
+
+
+def test_evaluation_config_switches_answer_drafts(answering_model, forward_calls):
+    """evaluation.answer_drafts reaches generate: true (the default) takes fewer forward passes, and
+    both give the same predictions."""
+    from gluerl.evaluation import evaluate_split
+    from gluerl.prompts import format_split
+
+    task = get_task("sst2")
+    tok, model = load_tokenizer(answering_model), load_model(answering_model)
+    records = format_split(generate_rows("sst2", 8, seed=3), task, [])
+    calls = forward_calls(model)
+    cfg = {"batch_size": 4, "max_new_tokens": 8, "bootstrap_resamples": 0}
+    evaluate_split(model, tok, task, "validation", records, cfg, progress=False)  # the shared prefix, once
+    calls.clear()
+    _, off = evaluate_split(model, tok, task, "validation", records, {**cfg, "answer_drafts": False}, progress=False)
+    n_off = len(calls)
+    calls.clear()
+    _, on = evaluate_split(model, tok, task, "validation", records, cfg, progress=False)
+    assert [r["completion"] for r in on] == [r["completion"] for r in off]
+    assert len(calls) < n_off

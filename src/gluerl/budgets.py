@@ -41,6 +41,11 @@ def _answers(task: Task) -> list[tuple[str, str]]:
     return [(task.labels[i], answer_text(i, task)) for i in sorted(task.labels)]
 
 
+def answer_texts(task: Task) -> list[str]:
+    """Every answer text of ``task`` (``label_word</Judgement>``; a regression task's on its 0.1 grid)."""
+    return [answer for _, answer in _answers(task)]
+
+
 def _count(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Any, Sequence
 
+from .budgets import answer_texts
 from .config import model_spec, section
 from .context import fit_prompts, prompt_budget
 from .generation import generate
@@ -42,12 +43,14 @@ def evaluate_split(model, tokenizer, task: Task, split: str, records: Sequence[d
     limit = prompt_budget(model, eval_cfg["max_new_tokens"], eval_cfg["max_prompt_tokens"])
     prompts, overflow = fit_prompts(prompts, tokenizer, limit, eval_cfg["context_overflow"],
                                     source)
+    drafts = answer_texts(task) if eval_cfg["answer_drafts"] else None  # used at greedy only
     t0 = time.perf_counter()
     completions = generate(
         model, tokenizer, prompts, max_new_tokens=eval_cfg["max_new_tokens"],
         batch_size=eval_cfg["batch_size"], do_sample=eval_cfg["do_sample"],
         temperature=eval_cfg["temperature"], top_p=eval_cfg["top_p"], seed=seed,
         progress=progress, desc=f"{task.name}[{split}]", cascade_prefix=eval_cfg["cascade_attention"],
+        drafts=drafts,
     )
     seconds = time.perf_counter() - t0
     preds = [parse_answer(c, task) for c in completions]

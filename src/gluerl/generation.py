@@ -20,6 +20,10 @@ prefix's keys and values at once (read once per layer, not once per row, and wit
 of grouped key/value heads), and each row against its own positions with its mask. The result is
 the same attention, up to float rounding; 5-shot RTE prompts are ~90% prefix, so this is most of
 the attention's memory traffic.
+
+Answer drafts (greedy, ``drafts=`` a task's answers): after the prefill, one forward pass checks
+each row's likely answer instead of one decoding step per token; rows whose greedy tokens differ
+keep the agreeing ones and go on decoding (:mod:`gluerl.drafts`). The completions are the same.
 """
 
 from __future__ import annotations
@@ -281,11 +285,18 @@ def shared_prefix_batch(tokenizer, seqs, prefix_len, device):
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12, batch_size: int = 16,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
              stop: str = CLOSE_TAG, progress: bool = True, desc: str = "generating",
-             share_prefix: bool = True, min_prefix: int = 16, cascade_prefix: bool = True) -> list[str]:
-    """Completions for ``prompts`` (texts already rendered, ending with the opening tag)."""
+             share_prefix: bool = True, min_prefix: int = 16, cascade_prefix: bool = True,
+             drafts: Sequence[str] | None = None, stats: dict | None = None) -> list[str]:
+    """Completions for ``prompts`` (texts already rendered, ending with the opening tag).
+
+    ``drafts``: texts the completions are likely to be (a task's answers, ``label</Judgement>``); at
+    greedy, each batch checks them in one forward pass instead of one decoding step per token
+    (:mod:`gluerl.drafts`; the same completions). ``stats`` (a dict) gets the draft path's counts."""
     import torch
     from tqdm.auto import tqdm
     from transformers import StoppingCriteriaList, StopStringCriteria
+
+    from .drafts import draft_sequences, greedy_with_drafts, plain_greedy
 
     device = next(model.parameters()).device
     enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
@@ -296,27 +307,36 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 12,
         prefix_len = 0
     out: list[str] = [""] * len(enc)
     # the stop-string matcher is built once per call, not once per batch (~70 ms each for a 49k vocabulary)
+    stopping = StopStringCriteria(tokenizer, [stop])
     gen_kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id,
-                  stopping_criteria=StoppingCriteriaList([StopStringCriteria(tokenizer, [stop])]))
+                  stopping_criteria=StoppingCriteriaList([stopping]))
     if do_sample:
         gen_kw.update(temperature=temperature, top_p=top_p, top_k=0)
         torch.manual_seed(seed)
     else:
         gen_kw.update(temperature=None, top_p=None, top_k=None)
+    seqs = None
+    if drafts and not do_sample and enc and plain_greedy(model):
+        seqs = draft_sequences(tokenizer, drafts, tail=prompts[0].rsplit("\n", 1)[-1][-32:])
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     bar = tqdm(total=len(enc), desc=desc, unit="ex", disable=not progress, mininterval=2.0)
     with torch.inference_mode(), cascade(model, prefix_len if cascade_prefix else 0):
         for b in range(0, len(order), batch_size):
             ids = order[b : b + batch_size]
             batch = shared_prefix_batch(tokenizer, [enc[i] for i in ids], prefix_len, device)
-            past = batch_cache(cache, len(ids), batch["input_ids"].shape[1] + max_new_tokens)
-            if past is not None:
-                gen = model.generate(**batch, **{cache_kwarg(): past}, **gen_kw)
-            else:  # a cache class this module does not know: copy the prefix per sequence
-                past = copy.deepcopy(cache) if cache is not None else None
-                if past is not None:
-                    past.batch_repeat_interleave(len(ids))
+            width = batch["input_ids"].shape[1]
+            # rejected draft positions stay in the cache (masked): room for a second round of them
+            past = batch_cache(cache, len(ids), width + max_new_tokens * (2 if seqs else 1))
+            if past is None and cache is not None:  # a cache class this module does not know: copy per sequence
+                past = copy.deepcopy(cache)
+                past.batch_repeat_interleave(len(ids))
+            if seqs:
+                new = greedy_with_drafts(model, batch["input_ids"], batch["attention_mask"], past, seqs,
+                                         max_new_tokens, stopping, eos, tokenizer.pad_token_id, stats)
+            else:
                 gen = model.generate(**batch, **({cache_kwarg(): past} if past is not None else {}), **gen_kw)
-            new = gen[:, batch["input_ids"].shape[1]:]
+                new = gen[:, width:]
             for i, text in zip(ids, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 out[i] = cut_at_stop(text, stop)
             bar.update(len(ids))
