@@ -299,3 +299,34 @@ def test_zero_kl_coefficient_skips_the_reference_forward_and_trains_the_same(set
     assert [m["kl_coef"] for m in seen_skipped] == [0.0, 0.0]
     assert weights_skipped.keys() == weights_forced.keys()
     assert all(torch.equal(weights_skipped[n], weights_forced[n]) for n in weights_skipped)
+
+
+# --- learning-rate warmup --------------------------------------------------------------------------
+
+def test_warmup_steps_raise_the_learning_rate_linearly_and_resume_where_they_were(setup, adapter, tmp_path):
+    """``ppo.warmup_steps: 3``: updates 1-4 step the optimizer at 1/4, 2/4, 3/4 and 4/4 of the rate; a
+    rerun that resumes after update 2 goes on at 3/4."""
+    lr = 1e-2
+
+    def run(out, steps):
+        seen, used = [], []
+        t = trainer(setup, out, init_adapter=adapter, callbacks=[seen.append], learning_rate=lr, warmup_steps=3,
+                    steps=steps, save_every=2)
+        real = t.opt.step
+
+        def step(*args, **kwargs):  # the rate the optimizer is handed
+            used.append(t.opt.param_groups[0]["lr"])
+            return real(*args, **kwargs)
+
+        t.opt.step = step
+        t.train()
+        return [m["learning_rate"] for m in seen], used
+
+    def twice(rates):  # minibatches of 2 of 4 rollouts: two optimizer steps an update
+        return [r for r in rates for _ in range(2)]
+
+    logged, used = run(tmp_path / "run", 4)
+    assert logged == pytest.approx([lr / 4, lr / 2, 3 * lr / 4, lr]) and used == pytest.approx(twice(logged))
+    logged, used = run(tmp_path / "resumed", 2)
+    logged, used = run(tmp_path / "resumed", 4)  # resumes at update 3
+    assert logged == pytest.approx([3 * lr / 4, lr]) and used == pytest.approx(twice(logged))

@@ -119,6 +119,12 @@ class PPOTrainer:
 
     # -- small helpers ------------------------------------------------------------------------
     @property
+    def learning_rate(self) -> float:
+        """The learning rate of the update now to run (``self.step`` updates done): ``ppo.learning_rate``,
+        times ``k / (warmup_steps + 1)`` for update k of the first ``warmup_steps``."""
+        return self.ppo.learning_rate * min(1.0, (self.step + 1) / (self.ppo.warmup_steps + 1))
+
+    @property
     def uses_reference(self) -> bool:
         """Whether the KL penalty needs the reference's log-probs: not at a coefficient of 0, which
         the fixed controller keeps and the adaptive one (multiplicative) cannot leave."""
@@ -305,6 +311,8 @@ class PPOTrainer:
                                                           "approx_kl", "grad_norm")}
         # eval mode, as the rollout (and TRL 0.11's PPO): with LoRA dropout on here the first ratio would not be 1
         self.net.eval()
+        for group in self.opt.param_groups:  # linear warmup over the first warmup_steps updates
+            group["lr"] = self.learning_rate
         for _ in range(ppo.ppo_epochs):
             perm = torch.randperm(B, device=self.device)
             for k in range(n_mb):
@@ -359,7 +367,7 @@ class PPOTrainer:
         roll = self.rollout(records)
         scores = roll.scores
         self._fail_if(not torch.isfinite(scores).all().item(), "reward")
-        kl_coef = self.kl_ctl.value
+        kl_coef, learning_rate = self.kl_ctl.value, self.learning_rate
         t1 = time.perf_counter()
         opt_stats = self.optimise(roll)
         t2 = time.perf_counter()
@@ -391,6 +399,7 @@ class PPOTrainer:
             "step": self.step, "reward_mean": sums["score"] / n,
             "accuracy": sums["right"] / sums["classified"] if sums["classified"] else None,
             "invalid_rate": sums["invalid"] / n, "kl": kl, "kl_coef": kl_coef, "kl_coef_next": self.kl_ctl.value,
+            "learning_rate": learning_rate,
             "entropy": sums["entropy"] / max(n_tokens, 1),
             **{k: means[k] for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl",
                                      "grad_norm", "explained_variance", "return_mean")},
