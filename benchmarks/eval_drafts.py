@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from gluerl.evaluation import evaluate_split
     from gluerl.models import load_model, load_tokenizer
     from gluerl.generation import common_prefix_length, shared_prefix_cache
-    from gluerl.prompts import draw_demonstrations, format_split, render_prompt
+    from gluerl.prompts import kshot_records, render_prompt
     from gluerl.tasks import get_task
 
     torch.set_num_threads(args.threads)
@@ -93,11 +93,8 @@ def main(argv=None) -> int:
         task = get_task(tname, cfg["task_files"])
         rows = load_split(task, "validation", data)[: args.limit]
         for shots in args.shots:
-            demos = []
-            if shots:
-                demos = draw_demonstrations(load_split(task, task.train_split, data), task, shots, args.demo_seed,
-                                            cfg["prompting"]["balanced"])
-            records = format_split(rows, task, demos)
+            records = kshot_records(rows, task, shots, lambda: load_split(task, task.train_split, data),
+                                    args.demo_seed, cfg["prompting"]["balanced"])
             seconds = {False: 0.0, True: 0.0}
             calls = {}
             same = [True] * len(records)

@@ -249,7 +249,7 @@ def main(argv=None):
     from gluerl.config import load_config
     from gluerl.data import load_split
     from gluerl.models import load_model, load_tokenizer
-    from gluerl.prompts import draw_demonstrations, format_split, render_prompt
+    from gluerl.prompts import kshot_records, render_prompt
     from gluerl.tasks import get_task
 
     torch.set_num_threads(args.threads)
@@ -286,11 +286,8 @@ def main(argv=None):
         rows = rows[: limits[tname]] if limits[tname] else rows
         train_file = args.data_dir / tname / "train.jsonl"
         for shots in args.shots:
-            demos = []
-            if shots:
-                demos = draw_demonstrations(load_split(task, task.train_split, data), task, shots, args.demo_seed,
-                                            cfg["prompting"]["balanced"])
-            records = format_split(rows, task, demos)
+            records = kshot_records(rows, task, shots, lambda: load_split(task, task.train_split, data),
+                                    args.demo_seed, cfg["prompting"]["balanced"])
             prompts = [render_prompt(r["messages"], tok, chat) for r in records]
             lengths = [len(x) for x in tok(prompts, add_special_tokens=False)["input_ids"]]
             for c, idx in enumerate(bands(len(rows), lengths, args.chunks)):

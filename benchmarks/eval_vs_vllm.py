@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     from gluerl.metrics import compute_metrics
     from gluerl.models import load_model, load_tokenizer
     from gluerl.parsing import parse_answer
-    from gluerl.prompts import draw_demonstrations, format_split, render_prompt
+    from gluerl.prompts import kshot_records, render_prompt
     from gluerl.tasks import get_task
 
     torch.set_num_threads(args.threads)
@@ -165,11 +165,8 @@ def main(argv=None) -> int:
         total = len(rows)
         rows = rows[: limits[task.name]] if limits[task.name] else rows
         for shots in args.shots:
-            demos = []
-            if shots:
-                demos = draw_demonstrations(load_split(task, task.train_split, data), task, shots, args.demo_seed,
-                                            cfg["prompting"]["balanced"])
-            records = format_split(rows, task, demos)
+            records = kshot_records(rows, task, shots, lambda: load_split(task, task.train_split, data),
+                                    args.demo_seed, cfg["prompting"]["balanced"])
             prompts = [render_prompt(r["messages"], tok, chat) for r in records]
             ids = tok(prompts, add_special_tokens=False)["input_ids"]
             path = write_jsonl(work / f"{task.name}_{shots}shot.jsonl",

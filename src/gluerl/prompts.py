@@ -193,6 +193,14 @@ def checked_rows(path, task: Task, split: str) -> list[dict[str, Any]]:
     return rows
 
 
+def kshot_records(rows: Sequence[dict[str, Any]], task: Task, shots: int, train_rows, seed: int,
+                  balanced: bool = True) -> list[dict[str, Any]]:
+    """Prompt records of ``rows`` with ``shots`` demonstrations drawn with ``seed`` from ``train_rows()``
+    (called only when ``shots`` > 0): what the benchmarks evaluate, as the workflow formats them."""
+    demos = draw_demonstrations(train_rows(), task, shots, seed, balanced) if shots else []
+    return format_split(rows, task, demos)
+
+
 def format_prompts(cfg: dict[str, Any], task: str, template: str, raw, output, *, train=None) -> list[dict[str, Any]]:
     """The ``format_prompts`` stage (``scripts/format_prompts.py``, also rule ``format_transfer_prompts``):
     the raw split file ``raw`` of ``task`` as prompts of ``template`` (``0shot`` or ``<k>shot-seed<s>``:
