@@ -379,15 +379,15 @@ class PPOTrainer:
             "score": float(scores.sum()), "episodes": len(records),
             "right": sum(p is not None and int(p) == int(g) for p, g in classif), "classified": len(classif),
             "invalid": sum(p is None for p in roll.preds), "tokens": float(mask.sum()),
-            "kl": float(seq_kl.sum()) if seq_kl is not None else 0.0,
             "entropy": float((roll.entropy * mask).sum()),
+            **({"kl": float(seq_kl.sum())} if seq_kl is not None else {}),  # every process skips it alike
         })
         n, n_tokens = sums["episodes"], sums["tokens"]
         means = self._reduce_named({  # averaged over the processes
             **opt_stats, "seconds_generation": roll.seconds_generation, "seconds_scoring": roll.seconds_scoring,
             "seconds_optimisation": t2 - t1, "max_new_tokens": roll.max_new_tokens,
         }, "mean")
-        kl = sums["kl"] / n if seq_kl is not None else None  # None: not computed (no reference forward)
+        kl = sums["kl"] / n if "kl" in sums else None  # None: not computed (no reference forward)
         if kl is not None:
             self.kl_ctl.update(kl, int(n))  # n_steps: episodes of this update, all processes
         step_seconds = time.perf_counter() - t0
