@@ -33,3 +33,12 @@ def test_typos_and_missing_keys_fail_at_construction():
         PPOConfig.from_section({k: v for k, v in section.items() if k != "steps"})
     with pytest.raises(ConfigError, match="min_new_tokens must not exceed"):
         PPOConfig.from_section({**section, "min_new_tokens": 9, "max_new_tokens": 8})
+
+
+def test_rollout_groups_must_divide_the_batch_and_group_advantages_need_two():
+    section = load_config(None)["ppo"]
+    with pytest.raises(ConfigError, match=r"batch_size \(16\) must be a multiple of ppo.rollouts_per_prompt \(3\)"):
+        PPOConfig.from_section({**section, "rollouts_per_prompt": 3})
+    with pytest.raises(ConfigError, match="group needs ppo.rollouts_per_prompt of at least 2"):
+        PPOConfig.from_section({**section, "advantage": "group"})
+    assert PPOConfig.from_section({**section, "advantage": "group", "rollouts_per_prompt": 4}).rollouts_per_prompt == 4

@@ -330,3 +330,42 @@ def test_warmup_steps_raise_the_learning_rate_linearly_and_resume_where_they_wer
     logged, used = run(tmp_path / "resumed", 2)
     logged, used = run(tmp_path / "resumed", 4)  # resumes at update 3
     assert logged == pytest.approx([3 * lr / 4, lr]) and used == pytest.approx(twice(logged))
+
+
+# --- several rollouts a prompt, and their leave-one-out advantages --------------------------------
+
+def test_group_advantage_rolls_each_prompt_out_k_times_and_leaves_the_value_head_alone(setup, adapter, tmp_path):
+    """``rollouts_per_prompt: 2`` with ``advantage: group``: every update samples its batch of 4 as 2 prompts
+    twice each, one after the other; the prompts go on through the stream (4 distinct ones in 2
+    updates, a resumed run the same); the policy is trained, the value head is not (no value loss, so
+    its metrics are None)."""
+    from gluerl.ppo import PPOTrainer
+
+    def run(out, steps, rolled):
+        seen = []
+        t = trainer(setup, out, init_adapter=adapter, callbacks=[seen.append], learning_rate=1e-2, steps=steps,
+                    save_every=1, advantage="group", rollouts_per_prompt=2)
+        start = {n: p.detach().clone() for n, p in t.model.named_parameters() if p.requires_grad}
+        real = PPOTrainer.rollout
+
+        def spy(self, records):
+            rolled.append([r["prompt"] for r in records])
+            return real(self, records)
+
+        t.rollout = spy.__get__(t)
+        t.train()
+        moved = {n for n, p in t.model.named_parameters() if p.requires_grad and not torch.equal(p, start[n])}
+        return seen, moved
+
+    rolled = []
+    seen, moved = run(tmp_path / "run", 2, rolled)
+    assert len(rolled) == 2 and all(len(b) == 4 and b[0] == b[1] and b[2] == b[3] and b[0] != b[2] for b in rolled)
+    assert len({p for b in rolled for p in b}) == 4  # the cursor moves by prompts, not rollouts
+    assert moved and any("lora_" in n for n in moved)
+    assert not any(n.startswith("value_head") for n in moved), moved
+    assert all(m[k] is None for m in seen for k in ("value_loss", "value_clipfrac", "explained_variance"))
+    assert all(m["policy_loss"] is not None and m["episodes"] == 4 for m in seen)
+    resumed = []
+    run(tmp_path / "resumed", 1, [])
+    run(tmp_path / "resumed", 2, resumed)  # resumes after update 1: the second update's prompts
+    assert resumed == rolled[1:]

@@ -7,7 +7,7 @@ import torch
 
 from gluerl import testing
 from gluerl.ppo import (AdaptiveKLController, FixedKLController, compute_rewards, explained_variance, gae,
-                        masked_mean, masked_var, policy_loss, response_mask, value_loss, whiten)
+                        group_advantages, masked_mean, masked_var, policy_loss, response_mask, value_loss, whiten)
 
 t = lambda *rows: torch.tensor(rows, dtype=torch.float32)  # noqa: E731
 
@@ -148,6 +148,26 @@ def test_compute_rewards_score_on_last_unmasked_token():
     ref = t([-1.5, -2.0, -1.5], [-0.5, -1.0, -4.0])
     r = compute_rewards(t(1.0, -3.0), logp, ref, t([1, 1, 1], [1, 1, 0]), kl_coef=0.1)
     close(r, t([-0.05, 0.0, 0.9], [0.05, -3.0, 0.0]))
+
+
+# --- group (leave-one-out) advantages ---------------------------------------------------------
+
+def test_group_advantages_leave_one_out_on_every_token():
+    # groups of 3 rows (one prompt each); a row's return is its summed reward
+    # group 0: returns 1, -1, -1 -> baselines (-1-1)/2 = -1, (1-1)/2 = 0, 0 -> advantages 2, -1, -1
+    # group 1: returns 1, 1, 1 (the rollouts agree) -> advantages 0, 0, 0: nothing to learn from it
+    # row 1's KL terms count: -0.5 + -0.5 = -1; row 2's masked token (5.0) does not
+    rewards = t([0.0, 1.0], [-0.5, -0.5], [-1.0, 5.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5])
+    mask = t([1, 1], [1, 1], [1, 0], [1, 1], [1, 1], [1, 1])
+    adv, ret = group_advantages(rewards, mask, 3)
+    close(adv, t([2.0, 2.0], [-1.0, -1.0], [-1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]))
+    close(ret, t([1.0, 1.0], [-1.0, -1.0], [-1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]))
+
+
+@pytest.mark.parametrize("rows, size", [(4, 1), (6, 4)])
+def test_group_advantages_need_groups_that_divide_the_batch(rows, size):
+    with pytest.raises(ValueError, match="groups of at least 2"):
+        group_advantages(torch.zeros(rows, 2), torch.ones(rows, 2), size)
 
 
 # --- helpers --------------------------------------------------------------------------------

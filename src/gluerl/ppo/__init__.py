@@ -13,7 +13,9 @@ completion (stopped at ``</Judgement>`` or EOS) and the rule in :mod:`gluerl.rew
 2. **scoring** - the rule reward, and the reference log-probs from one no-grad forward pass of
    the same model as the reference policy (no second copy of the base weights, see below);
 3. **rewards and advantages** - ``-kl_coef * (logp - ref_logp)`` per token plus the rule score on
-   the last response token (:func:`compute_rewards`), GAE (:func:`gae`), whitened advantages;
+   the last response token (:func:`compute_rewards`), GAE (:func:`gae`), whitened advantages; or, with
+   ``advantage: group`` and ``rollouts_per_prompt`` rollouts of each prompt, each rollout's summed reward
+   against the mean of its prompt's other rollouts (:func:`group_advantages`, no value head);
 4. **optimisation** - ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss plus
    ``vf_coef`` times the clipped value loss, gradient accumulation, grad-norm clipping (unless
    ``max_grad_norm`` is null), AdamW or Adafactor (``ppo.optimizer``);
@@ -53,8 +55,8 @@ from .checkpoint import (METRICS_FILE, STATE_FILE, latest_checkpoint, model_iden
                          set_rng_state)
 from .config import PPOConfig
 from .kl import AdaptiveKLController, FixedKLController, kl_controller
-from .losses import (compute_rewards, entropy_from_logits, explained_variance, gae, last_index, logprobs_from_logits,
-                     masked_mean, masked_var, policy_loss, value_loss, whiten)
+from .losses import (compute_rewards, entropy_from_logits, explained_variance, gae, group_advantages, last_index,
+                     logprobs_from_logits, masked_mean, masked_var, policy_loss, value_loss, whiten)
 from .policy import REFERENCE_ADAPTER, PolicyWithValueHead, prefix_forward, shared_forward, trim_left_padding
 from .rollout import (COLLAPSE_SHARE, MIN_SHARED_PREFIX, Rollout, collapsed_answer, response_mask,
                       sampling_config)
@@ -63,8 +65,8 @@ from .trainer import PPOTrainer, make_optimizer
 __all__ = [
     "AdaptiveKLController", "COLLAPSE_SHARE", "FixedKLController", "METRICS_FILE", "MIN_SHARED_PREFIX",
     "PPOConfig", "PPOTrainer", "PolicyWithValueHead", "REFERENCE_ADAPTER", "Rollout", "STATE_FILE",
-    "collapsed_answer", "compute_rewards", "entropy_from_logits", "explained_variance", "gae", "kl_controller",
-    "last_index", "latest_checkpoint", "logprobs_from_logits", "make_optimizer", "masked_mean", "masked_var",
+    "collapsed_answer", "compute_rewards", "entropy_from_logits", "explained_variance", "gae", "group_advantages",
+    "kl_controller", "last_index", "latest_checkpoint", "logprobs_from_logits", "make_optimizer", "masked_mean", "masked_var",
     "model_identity", "policy_loss", "prefix_forward", "response_mask", "rng_state", "sampling_config",
     "set_rng_state", "shared_forward", "train_ppo", "trim_left_padding", "value_loss", "whiten",
 ]

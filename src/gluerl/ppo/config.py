@@ -23,7 +23,7 @@ class PPOConfig:
     - sampling: ``min_new_tokens``, ``max_new_tokens`` (the bound drawn per batch), ``temperature``,
       ``top_k``, ``top_p``;
     - PPO: ``gamma``, ``lam``, ``cliprange``, ``cliprange_value``, ``vf_coef``, ``value_head_init``,
-      ``whiten_advantages``;
+      ``whiten_advantages``, ``advantage`` (gae | group), ``rollouts_per_prompt``;
     - KL penalty: ``kl_coef``, ``adaptive_kl``, ``target_kl``, ``kl_horizon``, ``reference``;
     - speed and files: ``share_prefix``, ``save_every``;
     - ``reward``: the rule reward's keyword arguments (:class:`gluerl.rewards.RewardRule`).
@@ -55,6 +55,8 @@ class PPOConfig:
     vf_coef: float
     value_head_init: str  # zero | normal
     whiten_advantages: bool
+    advantage: str  # gae | group (leave-one-out over the rollouts of a prompt)
+    rollouts_per_prompt: int
     # KL penalty
     kl_coef: float
     adaptive_kl: bool
@@ -70,6 +72,12 @@ class PPOConfig:
     def __post_init__(self) -> None:
         if self.min_new_tokens > self.max_new_tokens:
             raise ConfigError("ppo.min_new_tokens must not exceed ppo.max_new_tokens")
+        if self.batch_size % self.rollouts_per_prompt:
+            raise ConfigError(f"ppo.batch_size ({self.batch_size}) must be a multiple of ppo.rollouts_per_prompt "
+                              f"({self.rollouts_per_prompt})")
+        if self.advantage == "group" and self.rollouts_per_prompt < 2:
+            raise ConfigError("ppo.advantage group needs ppo.rollouts_per_prompt of at least 2 (a prompt's other "
+                              "rollouts are its baseline)")
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> PPOConfig:

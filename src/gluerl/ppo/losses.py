@@ -62,6 +62,24 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages.detach(), (advantages + values).detach()
 
 
+def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leave-one-out advantages of rollouts in groups of ``group_size`` consecutive rows (one prompt each).
+
+    A row's return is its summed per-token reward (rule score and KL terms); its advantage, the same on
+    every unmasked token, is that return minus the mean return of the other rows of its group (RLOO,
+    Ahmadian et al. 2024): a prompt whose rollouts all score alike teaches nothing, and each prompt has
+    its own baseline. Returns ``(advantages, returns)``, 0 where masked.
+    """
+    if group_size < 2 or rewards.shape[0] % group_size:
+        raise ValueError(f"group_advantages needs groups of at least 2 rows that divide the batch "
+                         f"({rewards.shape[0]} rows, group size {group_size})")
+    seq = (rewards * mask).sum(1).view(-1, group_size)
+    baseline = (seq.sum(1, keepdim=True) - seq) / (group_size - 1)
+    advantages = (seq - baseline).reshape(-1, 1) * mask
+    returns = seq.reshape(-1, 1) * mask
+    return advantages.detach(), returns.detach()
+
+
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 cliprange: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clipped PPO surrogate ``mean(max(-A r, -A clip(r, 1-c, 1+c)))`` with ``r = exp(logp - old)``.

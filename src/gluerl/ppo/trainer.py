@@ -28,8 +28,8 @@ from . import checkpoint
 from .checkpoint import METRICS_FILE, model_identity
 from .config import PPOConfig
 from .kl import kl_controller
-from .losses import (compute_rewards, entropy_from_logits, explained_variance, gae, logprobs_from_logits, masked_mean,
-                     policy_loss, value_loss, whiten)
+from .losses import (compute_rewards, entropy_from_logits, explained_variance, gae, group_advantages,
+                     logprobs_from_logits, masked_mean, policy_loss, value_loss, whiten)
 from .policy import REFERENCE_ADAPTER, PolicyWithValueHead
 from .rollout import MIN_SHARED_PREFIX, Rollout, collapsed_answer, response_mask, sampling_config
 
@@ -297,11 +297,16 @@ class PPOTrainer:
             seconds_generation=t1 - t0, seconds_scoring=t2 - t1,
         )
 
-    def optimise(self, roll: Rollout) -> dict[str, float]:
-        """KL-shaped rewards, GAE, then ``ppo_epochs`` of clipped PPO on shuffled minibatches."""
+    def optimise(self, roll: Rollout) -> dict[str, float | None]:
+        """KL-shaped rewards, advantages (GAE, or leave-one-out within each prompt's rollouts), then
+        ``ppo_epochs`` of clipped PPO on shuffled minibatches (value metrics None when no value loss is run)."""
         ppo, mask = self.ppo, roll.mask
         rewards = compute_rewards(roll.scores, roll.logprobs, roll.ref_logprobs, mask, self.kl_ctl.value)
-        advantages, returns = gae(rewards, roll.values, mask, ppo.gamma, ppo.lam)
+        use_values = ppo.advantage == "gae"
+        if use_values:
+            advantages, returns = gae(rewards, roll.values, mask, ppo.gamma, ppo.lam)
+        else:
+            advantages, returns = group_advantages(rewards, mask, ppo.rollouts_per_prompt)
         if ppo.whiten_advantages:
             advantages = whiten(advantages, mask)
         B, R, T = mask.shape[0], mask.shape[1], ppo.temperature
@@ -326,8 +331,12 @@ class PPOTrainer:
                     m = mask[idx]
                     pl, clipfrac, approx_kl = policy_loss(logprobs, roll.logprobs[idx], advantages[idx], m,
                                                           ppo.cliprange)
-                    vl, vclipfrac = value_loss(values, roll.values[idx], returns[idx], m, ppo.cliprange_value)
-                    loss = pl + ppo.vf_coef * vl
+                    if use_values:
+                        vl, vclipfrac = value_loss(values, roll.values[idx], returns[idx], m, ppo.cliprange_value)
+                        loss = pl + ppo.vf_coef * vl
+                    else:  # the group is the baseline: the value head is left untrained
+                        vl = vclipfrac = None
+                        loss = pl
                     self._fail_if(not torch.isfinite(loss).item(), "loss")
                     self.acc.backward(loss / group_size)
                 if sync:  # max_grad_norm null: no clipping (an infinite bound scales by 1), the norm is still logged
@@ -338,9 +347,10 @@ class PPOTrainer:
                     stats["grad_norm"].append(float(norm))
                 for key, val in (("policy_loss", pl), ("value_loss", vl), ("clipfrac", clipfrac),
                                  ("value_clipfrac", vclipfrac), ("approx_kl", approx_kl)):
-                    stats[key].append(float(val.detach()))
-        out = {k: sum(v) / len(v) for k, v in stats.items()}
-        out["explained_variance"] = explained_variance(roll.values, returns, mask)
+                    if val is not None:
+                        stats[key].append(float(val.detach()))
+        out: dict[str, float | None] = {k: sum(v) / len(v) if v else None for k, v in stats.items()}
+        out["explained_variance"] = explained_variance(roll.values, returns, mask) if use_values else None
         out["return_mean"] = float(masked_mean(returns, mask))
         return out
 
@@ -361,9 +371,10 @@ class PPOTrainer:
         ``/accuracy`` and ``/invalid_rate`` per task (:meth:`_task_metrics`).
         """
         t0 = time.perf_counter()
-        bs = self.ppo.batch_size
-        idx = self.episode_indices(self.cursor + self.rank * bs, bs)
-        records = [self.records[i] for i in idx]
+        bs, k = self.ppo.batch_size, self.ppo.rollouts_per_prompt
+        n_prompts = bs // k  # each drawn k times, one after the other: the groups of group_advantages
+        idx = self.episode_indices(self.cursor + self.rank * n_prompts, n_prompts)
+        records = [self.records[i] for i in idx for _ in range(k)]
         roll = self.rollout(records)
         scores = roll.scores
         self._fail_if(not torch.isfinite(scores).all().item(), "reward")
@@ -383,8 +394,9 @@ class PPOTrainer:
             **({"kl": float(seq_kl.sum())} if seq_kl is not None else {}),  # every process skips it alike
         })
         n, n_tokens = sums["episodes"], sums["tokens"]
-        means = self._reduce_named({  # averaged over the processes
-            **opt_stats, "seconds_generation": roll.seconds_generation, "seconds_scoring": roll.seconds_scoring,
+        means = self._reduce_named({  # averaged over the processes; a statistic not computed (None) on every one
+            **{key: val for key, val in opt_stats.items() if val is not None},
+            "seconds_generation": roll.seconds_generation, "seconds_scoring": roll.seconds_scoring,
             "seconds_optimisation": t2 - t1, "max_new_tokens": roll.max_new_tokens,
         }, "mean")
         kl = sums["kl"] / n if "kl" in sums else None  # None: not computed (no reference forward)
@@ -392,7 +404,7 @@ class PPOTrainer:
             self.kl_ctl.update(kl, int(n))  # n_steps: episodes of this update, all processes
         step_seconds = time.perf_counter() - t0
         self.step += 1
-        self.cursor += bs * self.world
+        self.cursor += n_prompts * self.world
         shares = self._answer_shares(records, roll.preds)
         per_task = self._task_metrics(records, roll.preds, scores) if len(self.tasks) > 1 else {}
         metrics = {
@@ -401,8 +413,8 @@ class PPOTrainer:
             "invalid_rate": sums["invalid"] / n, "kl": kl, "kl_coef": kl_coef, "kl_coef_next": self.kl_ctl.value,
             "learning_rate": learning_rate,
             "entropy": sums["entropy"] / max(n_tokens, 1),
-            **{k: means[k] for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl",
-                                     "grad_norm", "explained_variance", "return_mean")},
+            **{k: means.get(k) for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl",
+                                         "grad_norm", "explained_variance", "return_mean")},
             "response_length": n_tokens / n, "max_new_tokens": means["max_new_tokens"], "episodes": int(n),
             "tokens_per_second": n_tokens / step_seconds, "seconds_generation": means["seconds_generation"],
             "seconds_scoring": means["seconds_scoring"], "seconds_optimisation": means["seconds_optimisation"],
