@@ -369,3 +369,28 @@ def test_group_advantage_rolls_each_prompt_out_k_times_and_leaves_the_value_head
     run(tmp_path / "resumed", 1, [])
     run(tmp_path / "resumed", 2, resumed)  # resumes after update 1: the second update's prompts
     assert resumed == rolled[1:]
+
+
+def test_value_learning_rate_gives_the_value_head_its_own_rate_which_warmup_scales(setup, adapter, tmp_path):
+    """``ppo.value_learning_rate``: the value head is a parameter group of its own at that rate (the
+    adapter at ``learning_rate``), and a warmup scales both; unset, one group holds everything."""
+    t = trainer(setup, tmp_path / "one", init_adapter=adapter)
+    assert len(t.opt.param_groups) == 1
+    lr, vlr = 1e-3, 1e-1
+    t = trainer(setup, tmp_path / "two", init_adapter=adapter, learning_rate=lr, value_learning_rate=vlr,
+                warmup_steps=1, steps=2, mini_batch_size=4)
+    head = {id(p) for p in t.model.value_head.parameters()}
+    groups = t.opt.param_groups
+    assert len(groups) == 2 and {id(p) for p in groups[1]["params"]} == head
+    assert not head & {id(p) for p in groups[0]["params"]} and any(p.requires_grad for p in groups[0]["params"])
+    used, real = [], t.opt.step
+
+    def step(*args, **kwargs):
+        used.append([g["lr"] for g in t.opt.param_groups])
+        return real(*args, **kwargs)
+
+    t.opt.step = step
+    start = t.model.value_head.weight.detach().clone()
+    t.train()
+    assert used == [pytest.approx([lr / 2, vlr / 2]), pytest.approx([lr, vlr])]
+    assert not torch.equal(t.model.value_head.weight, start)

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 class PPOConfig:
     """Hyperparameters of :class:`gluerl.ppo.PPOTrainer`, by topic (descriptions and defaults: the schema).
 
-    - optimisation: ``learning_rate``, ``warmup_steps``, ``optimizer``, ``steps``, ``batch_size`` (rollouts per update
+    - optimisation: ``learning_rate``, ``value_learning_rate``, ``warmup_steps``, ``optimizer``, ``steps``, ``batch_size`` (rollouts per update
       per process), ``mini_batch_size``, ``ppo_epochs``, ``gradient_accumulation_steps``, ``max_grad_norm``;
     - sampling: ``min_new_tokens``, ``max_new_tokens`` (the bound drawn per batch), ``temperature``,
       ``top_k``, ``top_p``;
@@ -33,6 +33,7 @@ class PPOConfig:
 
     # optimisation
     learning_rate: float
+    value_learning_rate: float | None  # None: the value head at learning_rate
     warmup_steps: int  # updates over which the learning rate rises linearly to learning_rate
     optimizer: str  # adamw | adafactor
     steps: int

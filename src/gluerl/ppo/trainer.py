@@ -36,9 +36,20 @@ from .rollout import MIN_SHARED_PREFIX, Rollout, collapsed_answer, response_mask
 log = logging.getLogger(__package__)
 
 
-def make_optimizer(params: Iterable[nn.Parameter], ppo: PPOConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter], ppo: PPOConfig,
+                   value_params: Iterable[nn.Parameter] = ()) -> torch.optim.Optimizer:
     """``ppo.optimizer`` at the constant ``ppo.learning_rate``: AdamW, or Adafactor as the paper's code
-    (``scale_parameter=False, relative_step=False, warmup_init=False``: no relative step size)."""
+    (``scale_parameter=False, relative_step=False, warmup_init=False``: no relative step size).
+
+    With ``ppo.value_learning_rate`` set, ``value_params`` (the value head) form a second parameter
+    group at that rate; every group's ``lr_scale`` is its rate over ``learning_rate`` (warmup scales both)."""
+    params, value_params = list(params), list(value_params)
+    if ppo.value_learning_rate is not None and value_params:
+        params = [{"params": params, "lr_scale": 1.0},
+                  {"params": value_params, "lr": ppo.value_learning_rate,
+                   "lr_scale": ppo.value_learning_rate / ppo.learning_rate}]
+    else:
+        params = [{"params": params + value_params, "lr_scale": 1.0}]
     if ppo.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
@@ -107,7 +118,10 @@ class PPOTrainer:
                                                  self.ppo.max_new_tokens)
         net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size,
                                   self.ppo.value_head_init).to(self.device)
-        opt = make_optimizer([p for p in net.parameters() if p.requires_grad], self.ppo)
+        value_params = {id(p) for p in net.value_head.parameters()}
+        trained = [p for p in net.parameters() if p.requires_grad]
+        opt = make_optimizer([p for p in trained if id(p) not in value_params], self.ppo,
+                             [p for p in trained if id(p) in value_params])
         self.net, self.opt = self.acc.prepare(net, opt)
         self.kl_ctl = kl_controller(self.ppo)
         self.step, self.cursor, self.train_seconds = 0, 0, 0.0
@@ -317,7 +331,7 @@ class PPOTrainer:
         # eval mode, as the rollout (and TRL 0.11's PPO): with LoRA dropout on here the first ratio would not be 1
         self.net.eval()
         for group in self.opt.param_groups:  # linear warmup over the first warmup_steps updates
-            group["lr"] = self.learning_rate
+            group["lr"] = self.learning_rate * group.get("lr_scale", 1.0)  # a checkpoint from before lr_scale: 1
         for _ in range(ppo.ppo_epochs):
             perm = torch.randperm(B, device=self.device)
             for k in range(n_mb):
