@@ -11,7 +11,10 @@ ones, and prints each update's generation / scoring / optimisation seconds. With
 ``--torch-profile N`` it prints torch.profiler's top N operators (self CPU time) over the profiled
 updates. ``--summarise-raw`` reads a py-spy ``--format raw`` file and prints the share of samples
 in each call path of :class:`gluerl.ppo.PPOTrainer` (its gluerl.ppo frames below ``train_step``)
-and in the top library frames.
+and in the top library frames. ``--calls`` times every forward pass of the decoder (the model
+without its output layer) and prints, per update, the passes over whole sequences (rows x tokens,
+seconds, with or without gradient), the one-token decoding steps, and the rest of the update
+(sampling, output layer, backward, optimizer, bookkeeping).
 """
 
 from __future__ import annotations
@@ -48,6 +51,39 @@ def summarise_raw(path: str, top: int = 20) -> None:
         print(f"  {100 * n / total:5.1f}%  {name}")
 
 
+def timed_calls(decoder) -> list[tuple[tuple[int, int], float, bool]]:
+    """Hooks on ``decoder`` that append ``((rows, tokens), seconds, with gradient)`` for each forward pass."""
+    import torch
+
+    calls: list[tuple[tuple[int, int], float, bool]] = []
+    start: list[float] = []
+
+    def before(_module, args, kwargs):
+        start.append(time.perf_counter())
+
+    def after(_module, args, kwargs, _out):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs["inputs_embeds"]
+        calls.append((tuple(ids.shape[:2]), time.perf_counter() - start.pop(), torch.is_grad_enabled()))
+
+    decoder.register_forward_pre_hook(before, with_kwargs=True)
+    decoder.register_forward_hook(after, with_kwargs=True)
+    return calls
+
+
+def print_calls(calls, wall: float) -> None:
+    """Passes over sequences in order, the one-token steps summed, and what the update spent outside both."""
+    steps = [c for c in calls if c[0][1] == 1]
+    passes = [c for c in calls if c[0][1] > 1]
+    for (rows, tokens), sec, grad in passes:
+        print(f"    {rows} x {tokens:>4} tokens {'with' if grad else 'no  '} gradient: {sec:6.2f} s")
+    step_s = sum(c[1] for c in steps)
+    print(f"    {len(steps)} one-token steps of {steps[0][0][0] if steps else 0} rows: {step_s:.2f} s "
+          f"({1000 * step_s / max(len(steps), 1):.0f} ms each)")
+    print(f"    outside the decoder's forward passes: {wall - step_s - sum(c[1] for c in passes):.2f} s")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default="results/models/smollm2-135m", help="prepared model folder, or 'tiny'")
@@ -56,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--torch-profile", type=int, default=0, metavar="N", help="print torch.profiler's top N ops")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--summarise-raw", metavar="FILE", help="summarise a py-spy --format raw file and exit")
+    p.add_argument("--calls", action="store_true", help="time every decoder forward pass of each update")
     args = p.parse_args(argv)
     if args.summarise_raw:
         summarise_raw(args.summarise_raw)
@@ -85,16 +122,22 @@ def main(argv=None) -> int:
         trainer = PPOTrainer(cfg, model_dir, records, Path(tmp) / "out", seed=args.seed)
         lens = [len(trainer.tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in records]
         print(f"prompt tokens: min {min(lens)}, mean {sum(lens) / len(lens):.0f}, max {max(lens)}")
+        calls = timed_calls(trainer.model.policy.get_base_model().model) if args.calls else None
         trainer.train_step()  # warm-up
         prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.torch_profile else None
         if prof:
             prof.__enter__()
         for _ in range(args.updates):
+            if calls is not None:
+                calls.clear()
             t0 = time.perf_counter()
             m = trainer.train_step()
-            print(f"update {m['step']}: {time.perf_counter() - t0:.2f} s = generation {m['seconds_generation']:.2f} "
+            wall = time.perf_counter() - t0
+            print(f"update {m['step']}: {wall:.2f} s = generation {m['seconds_generation']:.2f} "
                   f"+ scoring {m['seconds_scoring']:.2f} + optimisation {m['seconds_optimisation']:.2f}; "
                   f"{m['response_length']:.1f} response tokens")
+            if calls is not None:
+                print_calls(calls, wall)
         if prof:
             prof.__exit__(None, None, None)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.torch_profile))
