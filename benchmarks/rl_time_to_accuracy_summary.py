@@ -58,17 +58,17 @@ def summarise(run: dict) -> dict:
 
 
 def table(names: list[str], rows: list[dict]) -> str:
-    out = ["| run | start → threshold | ours reaches it | GRPO reaches it | GRPO/ours (target >= "
-           f"{TARGET}x) | at equal wall-clock: ours / GRPO | at the end: ours / GRPO |", "|---|---|---|---|---|---|---|"]
+    out = [f"| run | start → threshold | ours reaches it | GRPO reaches it | GRPO/ours (target >= {TARGET}x) "
+           "| at equal wall-clock: ours / GRPO | at the end: ours / GRPO |", "|---|---|---|---|---|---|---|"]
     for name, r in zip(names, rows):
-        reach = {side: "never" if r["reach"][side] is None else f"{r['reach'][side][0]:.0f} s ({r['reach'][side][1]} ep.)"
-                 for side in NAMES}
+        reach = {side: "never" if r["reach"][side] is None
+                 else f"{r['reach'][side][0]:.0f} s ({r['reach'][side][1]} ep.)" for side in NAMES}
         if r["ratio"] is None:
             verdict = "ours never: FAIL"
         else:
             verdict = f"{'> ' if r['bound'] else ''}{r['ratio']:.2f}x {'PASS' if r['ratio'] >= TARGET else 'FAIL'}"
-        out.append(f"| {name} | {r['start']:.3f} → {r['threshold']:.3f} | {reach['ours']} | {reach['grpo']} | {verdict} "
-                   f"| {r['at_equal']['ours']:.3f} / {r['at_equal']['grpo']:.3f} ({r['equal_s']:.0f} s) "
+        out.append(f"| {name} | {r['start']:.3f} → {r['threshold']:.3f} | {reach['ours']} | {reach['grpo']} "
+                   f"| {verdict} | {r['at_equal']['ours']:.3f} / {r['at_equal']['grpo']:.3f} ({r['equal_s']:.0f} s) "
                    f"| {r['at_end']['ours']:.3f} / {r['at_end']['grpo']:.3f} |")
     ratios = [r["ratio"] if r["ratio"] is not None else 0.0 for r in rows]
     passed = sum(x >= TARGET for x in ratios)

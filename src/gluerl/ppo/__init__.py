@@ -66,8 +66,8 @@ __all__ = [
     "AdaptiveKLController", "COLLAPSE_SHARE", "FixedKLController", "METRICS_FILE", "MIN_SHARED_PREFIX",
     "PPOConfig", "PPOTrainer", "PolicyWithValueHead", "REFERENCE_ADAPTER", "Rollout", "STATE_FILE",
     "collapsed_answer", "compute_rewards", "entropy_from_logits", "explained_variance", "gae", "group_advantages",
-    "kl_controller", "last_index", "latest_checkpoint", "logprobs_from_logits", "make_optimizer", "masked_mean", "masked_var",
-    "model_identity", "policy_loss", "prefix_forward", "response_mask", "rng_state", "sampling_config",
+    "kl_controller", "last_index", "latest_checkpoint", "logprobs_from_logits", "make_optimizer", "masked_mean",
+    "masked_var", "model_identity", "policy_loss", "prefix_forward", "response_mask", "rng_state", "sampling_config",
     "set_rng_state", "shared_forward", "train_ppo", "trim_left_padding", "value_loss", "whiten",
 ]
 

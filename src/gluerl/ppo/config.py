@@ -18,8 +18,9 @@ from ..errors import ConfigError
 class PPOConfig:
     """Hyperparameters of :class:`gluerl.ppo.PPOTrainer`, by topic (descriptions and defaults: the schema).
 
-    - optimisation: ``learning_rate``, ``value_learning_rate``, ``warmup_steps``, ``optimizer``, ``steps``, ``batch_size`` (rollouts per update
-      per process), ``mini_batch_size``, ``ppo_epochs``, ``gradient_accumulation_steps``, ``max_grad_norm``;
+    - optimisation: ``learning_rate``, ``value_learning_rate``, ``warmup_steps``, ``optimizer``, ``steps``,
+      ``batch_size`` (rollouts per update per process), ``mini_batch_size``, ``ppo_epochs``,
+      ``gradient_accumulation_steps``, ``max_grad_norm``;
     - sampling: ``min_new_tokens``, ``max_new_tokens`` (the bound drawn per batch), ``temperature``,
       ``top_k``, ``top_p``;
     - PPO: ``gamma``, ``lam``, ``cliprange``, ``cliprange_value``, ``vf_coef``, ``value_head_init``,
