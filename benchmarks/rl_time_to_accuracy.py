@@ -21,9 +21,11 @@ with ``--init-adapter``: TRL's reference is the SFT adapter too).
 Every ``--eval-every`` episodes (and at 0) the training clock stops and the current adapter is
 scored greedily on the held-out rows (``--heldout``, less the rows of ``--exclude``, e.g. the
 reproduction's scored validation rows; ``--heldout-n`` of them drawn with ``--seed``) with the
-workflow's evaluator. Training seconds exclude these evaluations and model loading. The two sides
-run at the same time, each in its own process on its own core (``taskset``), one torch thread
-each, so that both see the same machine.
+workflow's evaluator. ``--seed`` is also both sides' training seed (prompt order, sampling),
+unless ``--train-seed`` gives another: the same held-out rows with other training runs. Training
+seconds exclude these evaluations and model loading. The two sides run at the same time, each in
+its own process on its own core (``taskset``), one torch thread each, so that both see the same
+machine.
 
 Printed: per side, accuracy against episodes and training seconds; the time each side takes to
 reach ``--threshold`` (default: 5 points above the SFT adapter's held-out accuracy, the same start
@@ -111,8 +113,8 @@ def run_side(args) -> dict:
             cfg["ppo"].update(kl_coef=float(cfg["grpo"]["beta"]), adaptive_kl=False)
         cfg["ppo"]["save_every"] = 10**6
         records = load_train_records([(args.task, args.train_prompts)], tok, cfg["prompting"]["chat_template"],
-                                     cfg["task_files"], seed=args.seed)
-        trainer = PPOTrainer(cfg, args.model_dir, records, out, seed=args.seed, init_adapter=args.sft_adapter,
+                                     cfg["task_files"], seed=train_seed(args))
+        trainer = PPOTrainer(cfg, args.model_dir, records, out, seed=train_seed(args), init_adapter=args.sft_adapter,
                              tokenizer=tok)
         policy = trainer.model.policy
         points.append((0, 0.0, score(policy, tok, task, heldout, cfg)))
@@ -153,12 +155,18 @@ def run_side(args) -> dict:
                     print(f"grpo: {points[-1]}", flush=True)
 
         clock = Clock()
-        trainer, _, _ = build_grpo_trainer(cfg, args.model_dir, [(args.task, args.train_prompts)], out, args.seed,
-                                           callbacks=[clock], init_adapter=args.sft_adapter)
+        trainer, _, _ = build_grpo_trainer(cfg, args.model_dir, [(args.task, args.train_prompts)], out,
+                                           train_seed(args), callbacks=[clock], init_adapter=args.sft_adapter)
         clock.trainer = trainer
         points.append((0, 0.0, score(trainer.model, tok, task, heldout, cfg)))
         trainer.train()
-    return {"side": args.side, "points": points, "heldout": len(heldout), "steps": steps}
+    return {"side": args.side, "points": points, "heldout": len(heldout), "steps": steps,
+            "train_seed": train_seed(args)}
+
+
+def train_seed(args) -> int:
+    """The sides' training seed (prompt order, sampling, initialisation): ``--train-seed``, else ``--seed``."""
+    return args.seed if args.train_seed is None else args.train_seed
 
 
 def time_to(points, threshold):
@@ -187,7 +195,9 @@ def build_parser():
     p.add_argument("--episodes", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=64, help="episodes between held-out evaluations")
     p.add_argument("--threshold", type=float, help="held-out accuracy to reach (default: the start + 0.05)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="draws the held-out rows and, unless --train-seed, trains")
+    p.add_argument("--train-seed", type=int,
+                   help="training seed of both sides (prompt order, sampling; default: --seed)")
     p.add_argument("--kl", choices=("equal", "config"), default="equal",
                    help="equal (default): ours' KL coefficient is GRPO's beta, fixed, so both sides weigh the KL "
                         "alike (the reproduction's beta 0: neither side runs a reference forward); config: each "
@@ -214,7 +224,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--workdir", str(work),
                "--result", str(work / f"{side}.json")]
         for key in ("model_dir", "sft_adapter", "config", "task", "train_prompts", "heldout", "exclude",
-                    "heldout_n", "episodes", "eval_every", "seed", "kl"):
+                    "heldout_n", "episodes", "eval_every", "seed", "train_seed", "kl"):
             value = getattr(args, key)
             if value is not None:
                 cmd += [f"--{key.replace('_', '-')}", str(value)]
@@ -230,7 +240,8 @@ def main(argv=None) -> int:
     threshold = args.threshold if args.threshold is not None else start + 0.05
     print(f"held-out rows: {res['ours']['heldout']}; start (the SFT adapter): ours {start:.3f}, "
           f"grpo {res['grpo']['points'][0][2]:.3f}; threshold {threshold:.3f}; KL: {args.kl} "
-          f"({'ppo.kl_coef = grpo.beta' if args.kl == 'equal' else 'each section its own'})\n")
+          f"({'ppo.kl_coef = grpo.beta' if args.kl == 'equal' else 'each section its own'}); "
+          f"training seed {train_seed(args)}\n")
     print("| side | episodes | training s | held-out accuracy |\n|---|---|---|---|")
     names = {"ours": "ours (sft_ppo)", "grpo": "TRL GRPO"}
     for side in procs:

@@ -40,6 +40,15 @@ def test_time_to_threshold_and_accuracy_at_equal_time():
     assert bench.accuracy_at(points, 250.0) == 0.66 and bench.accuracy_at(points, 99.0) == 0.60
 
 
+def test_train_seed_defaults_to_the_seed():
+    bench = load("rl_time_to_accuracy")
+    args = bench.build_parser().parse_args(["--model-dir", "m", "--sft-adapter", "a", "--config", "c",
+                                            "--train-prompts", "t", "--heldout", "h", "--seed", "3"])
+    assert bench.train_seed(args) == 3
+    args.train_seed = 7
+    assert bench.train_seed(args) == 7
+
+
 def test_rl_time_to_accuracy_runs_both_sides(tiny_model, tmp_path):
     from test_ppo_fidelity import perturbed_adapter
 
@@ -59,7 +68,8 @@ def test_rl_time_to_accuracy_runs_both_sides(tiny_model, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rl_time_to_accuracy.py"),
                            "--model-dir", str(tiny_model), "--sft-adapter", str(adapter), "--config", str(cfg),
                            "--train-prompts", str(prompts), "--heldout", str(heldout), "--exclude", str(exclude),
-                           "--heldout-n", "8", "--episodes", "8", "--eval-every", "4", "--json", str(out)],
+                           "--heldout-n", "8", "--episodes", "8", "--eval-every", "4", "--json", str(out),
+                           "--train-seed", "5"],
                           env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -73,7 +83,8 @@ def test_rl_time_to_accuracy_runs_both_sides(tiny_model, tmp_path):
     assert "| ours (sft_ppo) | 8 |" in proc.stdout and "| TRL GRPO | 8 |" in proc.stdout
     assert "ratio" in proc.stdout and "accuracy at" in proc.stdout
     # --kl equal (the default): ours' KL coefficient is GRPO's beta (0 here): no reference forward, no KL
-    assert "KL: equal" in proc.stdout
+    assert "KL: equal" in proc.stdout and "training seed 5" in proc.stdout
+    assert res["ours"]["train_seed"] == res["grpo"]["train_seed"] == 5  # both sides trained with --train-seed
     assert [s["episodes"] for s in res["ours"]["steps"]] == [4, 4]
     assert [(s["kl_coef"], s["kl"]) for s in res["ours"]["steps"]] == [(0.0, None), (0.0, None)]
 
