@@ -23,9 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rl_time_to_accuracy import TARGET, accuracy_at, time_to  # noqa: E402
-
-NAMES = {"ours": "ours (sft_ppo)", "grpo": "TRL GRPO"}
+from rl_time_to_accuracy import NAMES, TARGET, summarise  # noqa: E402
 
 
 def load_run(path: Path) -> dict:
@@ -40,21 +38,6 @@ def load_run(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         sys.exit(f"rl_time_to_accuracy_summary: {path}: not a --json file of rl_time_to_accuracy.py ({exc})")
     return run
-
-
-def summarise(run: dict) -> dict:
-    """Ratio GRPO/ours of the seconds to the threshold (``bound``: GRPO never reached it, so the ratio is
-    at least this), and the accuracies at equal wall-clock and at the end."""
-    reach = {side: time_to(run[side]["points"], run["threshold"]) for side in NAMES}
-    ratio, bound = None, False
-    if reach["ours"] is not None:
-        grpo = reach["grpo"][0] if reach["grpo"] is not None else run["grpo"]["points"][-1][1]
-        ratio, bound = grpo / max(reach["ours"][0], 1e-9), reach["grpo"] is None
-    equal = min(run[side]["points"][-1][1] for side in NAMES)
-    return {"threshold": run["threshold"], "start": run["ours"]["points"][0][2], "reach": reach, "ratio": ratio,
-            "bound": bound, "equal_s": equal,
-            "at_equal": {side: accuracy_at(run[side]["points"], equal) for side in NAMES},
-            "at_end": {side: run[side]["points"][-1][2] for side in NAMES}}
 
 
 def table(names: list[str], rows: list[dict]) -> str:

@@ -118,10 +118,8 @@ class PPOTrainer:
                                                  self.ppo.max_new_tokens)
         net = PolicyWithValueHead(policy, base.config.get_text_config().hidden_size,
                                   self.ppo.value_head_init).to(self.device)
-        value_params = {id(p) for p in net.value_head.parameters()}
-        trained = [p for p in net.parameters() if p.requires_grad]
-        opt = make_optimizer([p for p in trained if id(p) not in value_params], self.ppo,
-                             [p for p in trained if id(p) in value_params])
+        opt = make_optimizer([p for p in net.policy.parameters() if p.requires_grad], self.ppo,
+                             net.value_head.parameters())
         self.net, self.opt = self.acc.prepare(net, opt)
         self.kl_ctl = kl_controller(self.ppo)
         self.step, self.cursor, self.train_seconds = 0, 0, 0.0
