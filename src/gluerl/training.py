@@ -455,13 +455,16 @@ def common_args(section: dict[str, Any], output_dir: Path, seed: int, device: st
 
 
 def load_base_model(model_dir: str | Path, dtype, trust_remote_code: bool = False):
+    """The base model SFT and GRPO train (TRL's GRPO scores completions with ``logits_to_keep``)."""
     from transformers import AutoModelForCausalLM
+
+    from .models import contiguous_output_layer
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"model folder {model_dir} has no config.json; run the prepare_model step first")
-    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code,
-                                                use_safetensors=True)
+    return contiguous_output_layer(AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True))
 
 
 def load_run_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):

@@ -74,7 +74,7 @@ class PPOTrainer:
         from peft import PeftModel, get_peft_model
         from transformers import AutoModelForCausalLM
 
-        from ..models import load_tokenizer, resolve_dtype
+        from ..models import contiguous_output_layer, load_tokenizer, resolve_dtype
         from ..training import lora_config, set_seed
 
         self.cfg = cfg
@@ -100,7 +100,8 @@ class PPOTrainer:
         self.tok = tokenizer or load_tokenizer(model_dir)
         dtype = resolve_dtype(cfg["training"]["dtype"], str(self.device))
         set_seed(self.seed)  # the same initial adapter and value head on every process
-        base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, use_safetensors=True)
+        base = contiguous_output_layer(AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype,
+                                                                            use_safetensors=True))
         self.model_id = model_identity(base.config, model_dir)
         if init_adapter is not None:
             if not (Path(init_adapter) / "adapter_config.json").is_file():
