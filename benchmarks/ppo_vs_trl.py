@@ -16,11 +16,12 @@ updates several times slower and far more variable).
 Both sides get the same model (``--model-dir``, or ``tiny``: a tiny random Llama and a generated RTE
 task built in a temporary folder), the same RTE train prompts (formatted by ``gluerl.prompts`` and
 rendered with the model's chat template), the same seed, LoRA r=16 alpha=32 on all linear layers,
-fp32, rollouts of 4 prompts, 2 minibatches of 2, 1 PPO epoch, at most 24 new tokens sampled at
-temperature 1. TRL needs a value model and a reward model: both are sequence-classification heads
-on the same backbone (``AutoModelForSequenceClassification``, ``num_labels=1``); its reference is
-the policy with the adapter off (``peft_config``), as ours; it stops generating at EOS
-(``stop_token="eos"``), ours at ``</Judgement>`` or EOS.
+fp32 (``--dtype bfloat16``: every model in bf16, our adapter and value head in fp32 as PEFT keeps
+them, TRL with ``bf16=True``), rollouts of 4 prompts, 2 minibatches of 2, 1 PPO epoch, at most 24
+new tokens sampled at temperature 1. TRL needs a value model and a reward model: both are
+sequence-classification heads on the same backbone (``AutoModelForSequenceClassification``,
+``num_labels=1``); its reference is the policy with the adapter off (``peft_config``), as ours; it
+stops generating at EOS (``stop_token="eos"``), ours at ``</Judgement>`` or EOS.
 
 Every trial runs ``--updates`` measured updates after one warm-up update (excluded). Per update:
 wall seconds (episodes/s = 4 / wall), generation (sampling), optimisation (TRL: from the first
@@ -106,7 +107,7 @@ def run_ours(args, records: list[dict], share_prefix: bool = True) -> dict:
     torch.manual_seed(args.seed)
     cfg = load_config(None, {
         "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": 0.05, "target_modules": "all-linear"},
-        "training": {"dtype": "fp32"},
+        "training": {"dtype": args.dtype},
         "ppo": {"batch_size": BATCH, "mini_batch_size": BATCH // N_MINIBATCHES, "ppo_epochs": 1,
                 "min_new_tokens": NEW_TOKENS, "max_new_tokens": NEW_TOKENS, "temperature": 1.0, "top_k": 0,
                 "top_p": 1.0, "steps": args.updates + 1, "save_every": 10**6, "learning_rate": 1e-5,
@@ -169,7 +170,7 @@ def run_trl(args, records: list[dict]) -> dict:
         tok.pad_token = tok.eos_token
     ids = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in records]
     data = Dataset.from_dict({"input_ids": ids})
-    kw = dict(dtype=torch.float32, use_safetensors=True)
+    kw = dict(dtype=getattr(torch, args.dtype), use_safetensors=True)
     policy = AutoModelForCausalLM.from_pretrained(args.model_dir, **kw)
     value = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=1, **kw)
     reward = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=1, **kw)
@@ -177,7 +178,8 @@ def run_trl(args, records: list[dict]) -> dict:
         config = PPOConfig(
             output_dir=out, per_device_train_batch_size=BATCH, num_mini_batches=N_MINIBATCHES, num_ppo_epochs=1,
             gradient_accumulation_steps=1, response_length=NEW_TOKENS, temperature=1.0, stop_token="eos",
-            total_episodes=BATCH * (args.updates + 1), learning_rate=1e-5, seed=args.seed, use_cpu=True, bf16=False,
+            total_episodes=BATCH * (args.updates + 1), learning_rate=1e-5, seed=args.seed, use_cpu=True,
+            bf16=args.dtype == "bfloat16",
             report_to=[], save_strategy="no", num_sample_generations=0, logging_steps=10**6, disable_tqdm=True)
         trainer = PPOTrainer(
             args=config, processing_class=tok, model=policy, ref_model=None, reward_model=reward, value_model=value,
@@ -310,7 +312,7 @@ def parent(args) -> int:
             python = args.trl_python if side == "trl" else sys.executable
             cmd = [python, __file__, "--side", side, "--model-dir", str(model_dir), "--prompts", str(prompts),
                    "--result", str(result), "--updates", str(args.updates), "--seed", str(args.seed),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--dtype", args.dtype]
             log = work / f"{side}-{k}.log"
             with open(log, "w") as logf:
                 rc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT).returncode
@@ -342,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenMP threads of each side (1: steadiest timings on a shared machine)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="both sides' precision: float32, or bfloat16 weights (ours: LoRA and value head in fp32, as "
+                        "PEFT keeps them; TRL: its three models in bf16 and bf16=True, Accelerate's autocast)")
     p.add_argument("--trl-first", action="store_true", help="start each round of trials with TRL")
     p.add_argument("--json", help="also write every per-update measurement to this file")
     p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # child process

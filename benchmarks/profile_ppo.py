@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--torch-profile", type=int, default=0, metavar="N", help="print torch.profiler's top N ops")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--summarise-raw", metavar="FILE", help="summarise a py-spy --format raw file and exit")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="the base model's precision")
     p.add_argument("--calls", action="store_true", help="time every decoder forward pass of each update")
     args = p.parse_args(argv)
     if args.summarise_raw:
@@ -115,13 +116,15 @@ def main(argv=None) -> int:
 
         cfg = load_config(None, {
             "lora": {"r": bench.LORA_R, "alpha": bench.LORA_ALPHA, "target_modules": "all-linear"},
-            "training": {"dtype": "fp32"},
+            "training": {"dtype": args.dtype},
             "ppo": {"batch_size": bench.BATCH, "mini_batch_size": bench.BATCH // bench.N_MINIBATCHES,
                     "ppo_epochs": 1, "min_new_tokens": bench.NEW_TOKENS, "max_new_tokens": bench.NEW_TOKENS,
                     "steps": args.updates + 1, "save_every": 10**6}})
         trainer = PPOTrainer(cfg, model_dir, records, Path(tmp) / "out", seed=args.seed)
         lens = [len(trainer.tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in records]
-        print(f"prompt tokens: min {min(lens)}, mean {sum(lens) / len(lens):.0f}, max {max(lens)}")
+        weights = str(trainer.model.policy.get_input_embeddings().weight.dtype).removeprefix("torch.")
+        print(f"prompt tokens: min {min(lens)}, mean {sum(lens) / len(lens):.0f}, max {max(lens)}; "
+              f"base weights {weights}")
         calls = timed_calls(trainer.model.policy.get_base_model().model) if args.calls else None
         trainer.train_step()  # warm-up
         prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.torch_profile else None
