@@ -21,4 +21,7 @@ def test_output_layer_fold_prints_both_variants_and_their_ratio():
                       proc.stdout, flags=re.M)
     assert {(d, p) for d, p, *_ in rows} == {(d, p) for d in ("float32", "bfloat16") for p in ("evaluation", "ppo")}
     for *_, without, with_, ratio in rows:
-        assert float(with_) > 0 and abs(float(without) / float(with_) - float(ratio)) < 0.02 + 0.01 * float(ratio)
+        without, with_, ratio = float(without), float(with_), float(ratio)
+        # the seconds are printed to 3 decimals and the ratio from the unrounded ones
+        slack = 0.006 + 0.0005 * (1 + ratio) / with_
+        assert with_ > 0 and abs(without / with_ - ratio) < slack
