@@ -85,7 +85,8 @@ def test_the_ppo_policy_folds_its_output_layer(tiny_model, tmp_path):
     write_jsonl(prompts, format_split(testing.generate_rows("sst2", 4), get_task("sst2")))
     tok = load_tokenizer(tiny_model)
     records = load_train_records([("sst2", prompts)], tok)
-    cfg = load_config(None, {"ppo": {"batch_size": 2, "mini_batch_size": 2, "steps": 1}})
+    cfg = load_config(None, {"training": {"dtype": "bfloat16"}, "ppo": {"batch_size": 2, "mini_batch_size": 2,
+                                                                        "steps": 1}})
     trainer = PPOTrainer(cfg, tiny_model, records, tmp_path / "out", seed=1, tokenizer=tok)
     batch = tok([r["prompt"] for r in records[:3]], return_tensors="pt", padding=True)
     vocab = trainer.model.policy.get_output_embeddings().weight.shape[0]
@@ -102,3 +103,15 @@ def test_the_sft_and_grpo_base_model_folds_its_output_layer(tiny_model, frozen):
     _, ids = frozen
     n, _ = vocab_bmms(model, model.config.vocab_size, input_ids=ids, logits_to_keep=4)
     assert n == 0
+
+
+def test_fp32_models_keep_torchs_path_and_their_numbers(tiny_model):
+    """fp32 gets no hook: its ``bmm`` reads the expanded weight without a copy, and fp32 runs keep their exact logits."""
+    from transformers import AutoModelForCausalLM
+
+    from gluerl.models import contiguous_output_layer
+    from gluerl.training import load_base_model
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    assert not contiguous_output_layer(plain).get_output_embeddings()._forward_pre_hooks
+    assert not load_base_model(tiny_model, torch.float32).get_output_embeddings()._forward_pre_hooks
