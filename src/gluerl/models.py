@@ -233,9 +233,8 @@ def contiguous_output_layer(model):
     head = model.get_output_embeddings()
     if head is None or getattr(head, "weight", None) is None or head.weight.dtype in (torch.float32, torch.float64):
         return model
-    if not getattr(head, "_gluerl_contiguous_input", False):
+    if _contiguous_first_input not in head._forward_pre_hooks.values():
         head.register_forward_pre_hook(_contiguous_first_input)
-        head._gluerl_contiguous_input = True
     return model
 
 
